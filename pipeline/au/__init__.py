@@ -1,0 +1,1 @@
+"""AU datasets: subject vocabularies, folds, and (later) readers of the native layouts."""

@@ -1,0 +1,424 @@
+"""Typed, frozen configuration loaded from ``params.yaml``.
+
+``params.yaml`` is the only source of settings. :func:`load_params` turns it into a tree of
+frozen dataclasses (:class:`Params`) and rejects, before any work starts, unknown keys, wrong
+types and bad values with a :class:`ConfigError` naming the key, the value and what is allowed.
+Stages receive these objects; none of them parses YAML.
+
+Each dataclass below mirrors one section of ``params.yaml``; range checks live in the
+``__post_init__`` of the class that owns the field, and report the field's name relative to
+that class. The loader prefixes the section path, so messages read
+``params.yaml: iat.lambda = -1.0: expected a number >= 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+# Encoders a user may name in ``model.name``: timm ViTs with 16 px patches at 224 px.
+MODEL_NAMES = (
+    "vit_tiny_patch16_224",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+    "vit_large_patch16_224",
+)
+SOURCE_NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")
+AU_DATASETS = ("bp4d", "bp4dplus", "disfa")
+
+
+class ConfigError(ValueError):
+    """A setting in params.yaml is unknown, of the wrong type, or out of range."""
+
+    def __init__(self, key: str, value: Any, expected: str, source: str = PARAMS_FILE):
+        self.key, self.value, self.expected, self.source = key, value, expected, source
+        super().__init__(f"{source}: {key} = {value!r}: expected {expected}")
+
+    def under(self, prefix: str) -> ConfigError:
+        return ConfigError(f"{prefix}.{self.key}" if prefix else self.key, self.value, self.expected, self.source)
+
+
+def check(ok: bool, key: str, value: Any, expected: str) -> None:
+    """Raise a :class:`ConfigError` for ``key`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(key, value, expected)
+
+
+def _yaml_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
+# ----------------------------------------------------------------------------------- synth
+@dataclass(frozen=True)
+class SynthSource:
+    images: int  # images written for this source (before injected flaws)
+    identities: int  # distinct people among them
+
+    def __post_init__(self):
+        check(self.images >= 1, "images", self.images, "an integer >= 1")
+        check(1 <= self.identities <= self.images, "identities", self.identities, f"an integer in [1, images={self.images}]")
+
+
+@dataclass(frozen=True)
+class SynthSources:
+    celeba: SynthSource
+    ffhq: SynthSource
+    vggface2: SynthSource
+    casia_webface: SynthSource
+    megaface: SynthSource
+    edface: SynthSource
+    umdfaces: SynthSource
+    laion_face: SynthSource
+
+
+@dataclass(frozen=True)
+class SynthAUDataset:
+    subjects: int  # how many of the dataset's real subject IDs to render, spread over its folds
+    tasks: int  # sequences per subject (BP4D tasks, BP4D+ coded tasks; DISFA has one video)
+    frames: int  # frames per sequence
+
+    def __post_init__(self):
+        check(self.subjects >= 1, "subjects", self.subjects, "an integer >= 1")
+        check(self.tasks >= 1, "tasks", self.tasks, "an integer >= 1")
+        check(self.frames >= 2, "frames", self.frames, "an integer >= 2")
+
+
+@dataclass(frozen=True)
+class SynthAU:
+    bp4d: SynthAUDataset
+    bp4dplus: SynthAUDataset
+    disfa: SynthAUDataset
+    frame_scale: float  # frame size as a fraction of the real dataset's resolution
+    left_camera: bool  # also write DISFA's left-camera videos
+
+    def __post_init__(self):
+        check(0.05 <= self.frame_scale <= 1.0, "frame_scale", self.frame_scale, "a number in [0.05, 1]")
+        check(self.bp4d.tasks <= 8, "bp4d.tasks", self.bp4d.tasks, "at most 8 (BP4D has tasks T1-T8)")
+        check(self.bp4dplus.tasks <= 4, "bp4dplus.tasks", self.bp4dplus.tasks, "at most 4 (BP4D+ codes T1, T6, T7, T8)")
+        check(self.disfa.tasks == 1, "disfa.tasks", self.disfa.tasks, "1 (DISFA has one video per subject)")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    seed: int
+    out_dir: str
+    workers: int
+    identity_au_strength: float
+    ffhq_size: int
+    flaws_per_kind: int
+    shared_identities: int
+    sources: SynthSources
+    au: SynthAU
+
+    def __post_init__(self):
+        check(self.workers >= 1, "workers", self.workers, "an integer >= 1")
+        check(self.identity_au_strength >= 0, "identity_au_strength", self.identity_au_strength, "a number >= 0")
+        check(64 <= self.ffhq_size <= 1024, "ffhq_size", self.ffhq_size, "an integer in [64, 1024]")
+        check(self.flaws_per_kind >= 0, "flaws_per_kind", self.flaws_per_kind, "an integer >= 0")
+        check(self.shared_identities >= 0, "shared_identities", self.shared_identities, "an integer >= 0")
+        check(bool(self.out_dir), "out_dir", self.out_dir, "a non-empty path")
+
+
+# --------------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class SourceConfig:
+    enabled: bool
+    root: str
+    max_images: int  # 0 = no cap
+
+    def __post_init__(self):
+        check(self.max_images >= 0, "max_images", self.max_images, "an integer >= 0 (0 = no cap)")
+        check(not self.enabled or bool(self.root), "root", self.root, "a path when the source is enabled")
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    celeba: SourceConfig
+    ffhq: SourceConfig
+    vggface2: SourceConfig
+    casia_webface: SourceConfig
+    megaface: SourceConfig
+    edface: SourceConfig
+    umdfaces: SourceConfig
+    laion_face: SourceConfig
+    folder: SourceConfig
+
+    def enabled(self) -> dict[str, SourceConfig]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name).enabled}
+
+
+# ---------------------------------------------------------------------------------- curate
+@dataclass(frozen=True)
+class CurateConfig:
+    max_aspect: float
+    min_side: int
+    image_size: int
+    jpeg_quality: int
+    shard_size: int
+    seed: int
+    near_duplicates: bool
+
+    def __post_init__(self):
+        check(self.max_aspect >= 1.0, "max_aspect", self.max_aspect, "a number >= 1")
+        check(self.min_side >= 0, "min_side", self.min_side, "an integer >= 0 (0 = off)")
+        check(self.image_size >= 16, "image_size", self.image_size, "an integer >= 16")
+        check(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "an integer in [1, 100]")
+        check(self.shard_size >= 1, "shard_size", self.shard_size, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str  # "" = start a local Ray
+    num_cpus: int
+
+    def __post_init__(self):
+        check(self.num_cpus >= 1, "num_cpus", self.num_cpus, "an integer >= 1")
+
+
+# ------------------------------------------------------------------------------- modelling
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    drop_path: float
+
+    def __post_init__(self):
+        check(self.name in MODEL_NAMES, "name", self.name, f"one of {', '.join(MODEL_NAMES)}")
+        check(0.0 <= self.drop_path < 1.0, "drop_path", self.drop_path, "a number in [0, 1)")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    mask_ratio: float
+    norm_pix_loss: bool
+    decoder_dim: int
+    decoder_depth: int
+    decoder_heads: int
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    accum_steps: int
+    blr: float
+    weight_decay: float
+    save_every: int
+    init: str  # "" = random init, else a released FMAE/MAE checkpoint
+    seed: int
+
+    def __post_init__(self):
+        check(0.0 < self.mask_ratio < 1.0, "mask_ratio", self.mask_ratio, "a number in the open interval (0, 1)")
+        check(self.decoder_dim >= 1, "decoder_dim", self.decoder_dim, "an integer >= 1")
+        check(self.decoder_depth >= 1, "decoder_depth", self.decoder_depth, "an integer >= 1")
+        check(self.decoder_heads >= 1 and self.decoder_dim % self.decoder_heads == 0, "decoder_heads",
+              self.decoder_heads, f"a positive divisor of decoder_dim={self.decoder_dim}")
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(self.accum_steps >= 1, "accum_steps", self.accum_steps, "an integer >= 1")
+        check(self.blr > 0, "blr", self.blr, "a number > 0")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        check(self.save_every >= 1, "save_every", self.save_every, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class AUDatasetConfig:
+    root: str
+
+    def __post_init__(self):
+        check(bool(self.root), "root", self.root, "a path to the dataset's root folder")
+
+
+@dataclass(frozen=True)
+class AUConfig:
+    bp4d: AUDatasetConfig
+    bp4dplus: AUDatasetConfig
+    disfa: AUDatasetConfig
+    unknown_policy: Literal["negative", "mask"]  # BP4D/BP4D+ code 9
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    datasets: tuple[str, ...]
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    blr: float
+    layer_decay: float
+    weight_decay: float
+    selection: Literal["validation", "paper"]
+    val_fraction: float
+    seed: int
+
+    def __post_init__(self):
+        for i, name in enumerate(self.datasets):
+            check(name in AU_DATASETS, f"datasets.{i}", name, f"one of {', '.join(AU_DATASETS)}")
+        check(len(set(self.datasets)) == len(self.datasets), "datasets", list(self.datasets), "no repeated dataset")
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(self.blr > 0, "blr", self.blr, "a number > 0")
+        check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "a number in (0, 1]")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in the open interval (0, 1)")
+
+
+@dataclass(frozen=True)
+class IATConfig:
+    lambda_: float = field(metadata={"key": "lambda"})
+    id_head_layers: int = 1
+    id_loss: Literal["bce", "ce"] = "bce"
+
+    def __post_init__(self):
+        check(self.lambda_ >= 0, "lambda", self.lambda_, "a number >= 0 (0 = no identity head)")
+        check(self.id_head_layers in (1, 2, 3), "id_head_layers", self.id_head_layers, "1, 2 or 3")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    probe_train_frames: int
+    probe_test_frames: int
+    probe_epochs: int
+    tsne_subjects: int
+
+    def __post_init__(self):
+        check(self.probe_train_frames >= 1, "probe_train_frames", self.probe_train_frames, "an integer >= 1")
+        check(self.probe_test_frames >= 1, "probe_test_frames", self.probe_test_frames, "an integer >= 1")
+        check(self.probe_epochs >= 1, "probe_epochs", self.probe_epochs, "an integer >= 1")
+        check(self.tsne_subjects >= 2, "tsne_subjects", self.tsne_subjects, "an integer >= 2")
+
+
+@dataclass(frozen=True)
+class Params:
+    synth: SynthConfig
+    sources: SourcesConfig
+    curate: CurateConfig
+    ray: RayConfig
+    model: ModelConfig
+    pretrain: PretrainConfig
+    au: AUConfig
+    finetune: FinetuneConfig
+    iat: IATConfig
+    evaluate: EvaluateConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved params as plain data, with params.yaml's key names."""
+        return _to_plain(self)
+
+
+# ---------------------------------------------------------------------------------- loader
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping with keys " + ", ".join(_yaml_key(f) for f in dataclasses.fields(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        check(value in typing.get_args(tp), key, value, _type_name(tp))
+        return value
+    if origin is tuple:
+        check(isinstance(value, list), key, value, _type_name(tp))
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, f"{key}.{i}") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation {tp} for {key}")
+    if tp is float:
+        check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value, _type_name(tp))
+        return float(value)
+    if tp is int:
+        check(isinstance(value, int) and not isinstance(value, bool), key, value, _type_name(tp))
+        return value
+    if tp in (bool, str):
+        check(isinstance(value, tp), key, value, _type_name(tp))
+        return value
+    raise TypeError(f"unsupported annotation {tp} for {key}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    check(isinstance(data, Mapping), path or "<top level>", data, _type_name(cls))
+    hints = typing.get_type_hints(cls)
+    flds = {_yaml_key(f): f for f in dataclasses.fields(cls)}
+    for k in data:
+        check(k in flds, _join(path, str(k)), data[k], f"no such key; known keys here: {', '.join(flds)}")
+    kwargs = {}
+    for ykey, f in flds.items():
+        key = _join(path, ykey)
+        if ykey not in data:
+            check(f.default is not dataclasses.MISSING, key, "<missing>", f"{_type_name(hints[f.name])} (required)")
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[ykey], key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise err.under(path) from None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {_yaml_key(f): _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _apply_override(data: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for p in parents:
+        check(isinstance(node.get(p), dict), dotted, value, "an existing key of params.yaml")
+        node = node[p]
+    check(last in node, dotted, value, "an existing key of params.yaml")
+    node[last] = value
+
+
+def params_from_dict(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Params:
+    """Validate plain data (e.g. a parsed params.yaml) into :class:`Params`.
+
+    ``overrides`` maps dotted keys (``"iat.lambda"``) to new values, applied before validation.
+    """
+    import copy
+
+    data = copy.deepcopy(dict(data))
+    for dotted, value in (overrides or {}).items():
+        _apply_override(data, dotted, value)
+    return _build(Params, data, "")
+
+
+def load_params(path: str | Path = PARAMS_FILE, overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read and validate ``params.yaml``; raises :class:`ConfigError` on any bad setting."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("<file>", str(path), "an existing params.yaml (run from the project root or pass --params)", str(path))
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    try:
+        return params_from_dict(data, overrides)
+    except ConfigError as err:
+        raise ConfigError(err.key, err.value, err.expected, str(path)) from None
+
+
+def require_dir(path: str | Path, key: str) -> Path:
+    """Check, before a stage starts work, that a configured root exists."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(key, str(path), "an existing directory (set it in params.yaml to where the data lives)")
+    return p

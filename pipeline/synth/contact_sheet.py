@@ -1,0 +1,59 @@
+"""Pictures of the synthetic world for people: AUs x identities, and a crowd of identities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .identity import sample_identity
+from .look import paint_background
+from .render import AU_NAMES, AUS, Pose, render_face
+from .seeding import rng_for
+
+CELL = 112
+LEVELS = (0, 3, 5)
+
+
+def _face(person, aus, size=CELL) -> np.ndarray:
+    img = np.empty((size, size, 3), np.uint8)
+    paint_background(img, person.background, False)
+    return render_face(img, person, aus, Pose(size / 2, size * 0.52, size * 0.78))
+
+
+def _label(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.45) -> None:
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (20, 20, 20), 1, cv2.LINE_AA)
+
+
+def au_sheet(seed: int, n_identities: int = 4) -> np.ndarray:
+    """Rows: the 15 AUs; columns: identities, each at intensity 0, 3 and 5."""
+    people = [sample_identity(rng_for(seed, "sheet-identity", k), f"sheet:{k}") for k in range(n_identities)]
+    margin, top = 210, 40
+    sheet = np.full((top + CELL * len(AUS), margin + CELL * len(LEVELS) * n_identities, 3), 255, np.uint8)
+    for c, person in enumerate(people):
+        for j, level in enumerate(LEVELS):
+            x = margin + CELL * (c * len(LEVELS) + j)
+            _label(sheet, f"id {c + 1}: {level}", (x + 18, 25))
+    for r, au in enumerate(AUS):
+        y = top + CELL * r
+        _label(sheet, f"AU{au} {AU_NAMES[au]}", (6, y + CELL // 2 + 5))
+        for c, person in enumerate(people):
+            for j, level in enumerate(LEVELS):
+                x = margin + CELL * (c * len(LEVELS) + j)
+                sheet[y:y + CELL, x:x + CELL] = _face(person, {au: level})
+    return sheet
+
+
+def identity_sheet(seed: int, rows: int = 4, cols: int = 10) -> np.ndarray:
+    """Neutral faces of ``rows x cols`` different people."""
+    tiles = [_face(sample_identity(rng_for(seed, "crowd", k), f"crowd:{k}"), {}) for k in range(rows * cols)]
+    return np.vstack([np.hstack(tiles[r * cols:(r + 1) * cols]) for r in range(rows)])
+
+
+def write_sheets(seed: int, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "synth_aus.png", out_dir / "synth_identities.png"]
+    cv2.imwrite(str(paths[0]), au_sheet(seed))
+    cv2.imwrite(str(paths[1]), identity_sheet(seed))
+    return paths
