@@ -292,6 +292,9 @@ def write_umdfaces(w: SourceWriter) -> None:
         _, (x, y, bw, bh) = w.add(it, f"umdfaces_batch{batch}/{rel}")
         if it.flaw == "aspect":  # a wide detection box on a normal photo
             x, bw = x - bw * 0.4, bw * 1.8
+        elif it.flaw == "aspect_boundary":  # a box of exactly 3:2, which curation must keep
+            bh = float(2 * round(bh / 2))
+            x, bw = x - bh * 0.25, bh * 1.5
         pts = [f"{x + bw * (0.2 + 0.6 * (k % 7) / 6):.1f},{y + bh * (0.3 + 0.5 * (k // 7) / 2):.1f}" for k in range(21)]
         male = 1.0 if identity_for(w.cfg.seed, it.identity).sex == "M" else 0.0
         rows[batch].append(",".join([str(it.person + 1), rel, f"{x:.2f}", f"{y:.2f}", f"{bw:.2f}", f"{bh:.2f}", "0.0", "0.0", "0.0",

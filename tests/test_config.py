@@ -1,0 +1,84 @@
+import re
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_params, params_from_dict, require_dir
+from tests.conftest import ROOT
+
+
+def _raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_defaults_load_into_frozen_dataclasses(params):
+    assert params.iat.lambda_ == 2.0
+    assert params.pretrain.mask_ratio == 0.75
+    with pytest.raises(AttributeError):
+        params.iat.lambda_ = 1.0  # frozen
+
+
+def test_round_trip_to_plain_data_matches_params_yaml(params):
+    assert params.to_dict() == _raw()
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("iat.lambda", -0.5, ">= 0"),
+    ("pretrain.mask_ratio", 1.0, "(0, 1)"),
+    ("pretrain.mask_ratio", 0.0, "(0, 1)"),
+    ("model.name", "vit_huge_patch14_224", "vit_base_patch16_224"),
+    ("synth.seed", "zero", "an integer"),
+    ("synth.workers", True, "an integer"),
+    ("iat.id_loss", "focal", "'bce'"),
+    ("finetune.datasets", ["bp4d", "affwild"], "one of bp4d"),
+    ("sources.celeba.max_images", -1, ">= 0"),
+    ("synth.sources.celeba.identities", 10_000, "[1, images="),
+    ("pretrain.decoder_heads", 7, "divisor"),
+])
+def test_bad_values_name_key_value_and_allowed(key, value, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_params(ROOT / "params.yaml", {key: value})
+    message = str(err.value)
+    shown_key = key if key != "finetune.datasets" else "finetune.datasets.1"
+    assert message.startswith(f"{ROOT / 'params.yaml'}: {shown_key} = ")
+    assert fragment in message
+
+
+def test_unknown_key_is_rejected_with_the_known_ones():
+    data = _raw()
+    data["iat"]["lamda"] = 1.0
+    with pytest.raises(ConfigError, match=r"iat\.lamda = 1\.0: expected no such key; known keys here: lambda, id_head_layers"):
+        params_from_dict(data)
+
+
+def test_missing_key_and_missing_section():
+    data = _raw()
+    del data["curate"]["seed"]
+    with pytest.raises(ConfigError, match=r"curate\.seed = '<missing>'"):
+        params_from_dict(data)
+    data = _raw()
+    del data["ray"]
+    with pytest.raises(ConfigError, match=r"^params\.yaml: ray = '<missing>'"):
+        params_from_dict(data)
+
+
+def test_override_of_unknown_key_is_an_error():
+    with pytest.raises(ConfigError, match="an existing key"):
+        load_params(ROOT / "params.yaml", {"iat.nope": 1})
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="an existing params.yaml"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_missing_dataset_root_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"au\.bp4d\.root = '.*nowhere': expected an existing directory"):
+        require_dir(tmp_path / "nowhere", "au.bp4d.root")
+
+
+def test_every_key_in_params_yaml_has_a_comment():
+    text = (ROOT / "params.yaml").read_text().splitlines()
+    key_line = re.compile(r"^\s*[A-Za-z_][\w]*:")
+    undocumented = [line for line in text if key_line.match(line) and "#" not in line]
+    assert not undocumented, undocumented
