@@ -1,0 +1,54 @@
+"""`dvc repro` on a copy of the project: the pipeline runs, and a second run does nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY
+
+BIN = Path(sys.executable).parent
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A git repo holding the project's tracked files, with a tiny synthetic world."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if (ROOT / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, tmp_path / rel)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    for dotted, value in TINY.items():
+        section, key = dotted.split(".")
+        params[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_repro_twice_second_run_does_nothing(project):
+    first = _run([str(BIN / "dvc"), "repro"], project)
+    assert "Running stage 'synthesize'" in first
+    assert (project / "data/raw/truth/world.json").is_file() and (project / "reports/synth_aus.png").is_file()
+    second = _run([str(BIN / "dvc"), "repro"], project)
+    assert "Running stage" not in second
+    assert "didn't change, skipping" in second
+    assert "up to date" in _run([str(BIN / "dvc"), "status"], project)
