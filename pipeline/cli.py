@@ -15,6 +15,8 @@ from .config import PARAMS_FILE, ConfigError, load_params
 
 STAGES = {
     "synthesize": ("pipeline.synth.stage", "write the synthetic face world (sources and AU datasets)"),
+    "scan": ("pipeline.curate.scan", "list the enabled Face9M sources into a manifest (headers only)"),
+    "curate": ("pipeline.curate.stage", "filter, de-duplicate and shard Face9M with Ray"),
 }
 
 

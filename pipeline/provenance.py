@@ -1,14 +1,16 @@
-"""What produced an output: resolved params, code version, library versions, machine.
+"""What produced an output: resolved params, code version, library versions, machine kind.
 
-Written beside stage outputs. It holds no wall-clock time, so a re-run of unchanged code on
-unchanged inputs writes the same bytes and DVC sees nothing new.
+Written beside stage outputs. It holds no wall-clock time and no git commit (which changes
+with every unrelated commit and every clone's dirty state); the code version is the SHA-256 of
+the package's source files, so the same code and inputs give the same bytes on any clone, and
+DVC sees nothing new. ``dvc.lock`` ties each output to the commit that produced it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -16,16 +18,16 @@ from typing import Any
 
 PACKAGES = ("numpy", "opencv-python-headless", "pillow", "pandas", "pyarrow", "torch", "torchvision", "timm",
             "webdataset", "ray", "dvc", "dvclive")
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def git_revision(cwd: str | Path = ".") -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
+def code_version(package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
+    """SHA-256 over the package's Python sources (relative path and content of each)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in package_dir.rglob("*.py") if "__pycache__" not in p.parts)
+    for path in files:
+        h.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"package_sha256": h.hexdigest(), "files": len(files)}
 
 
 def versions() -> dict[str, str | None]:
@@ -39,8 +41,8 @@ def versions() -> dict[str, str | None]:
 
 
 def record(stage: str, params: dict[str, Any]) -> dict[str, Any]:
-    return {"stage": stage, "params": params, "code": git_revision(), "python": sys.version.split()[0],
-            "platform": platform.platform(), "packages": versions()}
+    return {"stage": stage, "params": params, "code": code_version(), "python": sys.version.split()[0],
+            "machine": f"{platform.system()}-{platform.machine()}", "packages": versions()}
 
 
 def write(path: str | Path, stage: str, params: dict[str, Any]) -> None:

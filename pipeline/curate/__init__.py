@@ -1,0 +1,1 @@
+"""Face9M curation: source readers, the `scan` and `curate` stages, and the per-image path."""

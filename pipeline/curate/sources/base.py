@@ -1,0 +1,87 @@
+"""What every source reader yields, and the helpers readers share."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..images import Header, Rejected, probe
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a source, as listed in the manifest."""
+
+    key: str  # stable, unique across sources, no dots (WebDataset splits keys at dots)
+    source: str
+    path: str  # the image file, or the tar holding it
+    member: str  # the tar member name, "" for plain files
+    size: int  # bytes
+    mtime: int  # ns since the epoch, of the file (or its tar)
+    width: int  # displayed size (EXIF orientation applied), of the crop when there is one; 0 if unreadable
+    height: int
+    identity: str  # the source's identity label, "" when the source has none
+    crop: tuple[float, float, float, float] | None  # (x, y, w, h) face box to cut out, in displayed pixels
+    error: str  # "" or the reason the header could not be read (empty, not_an_image, corrupt)
+
+
+def make_key(source: str, relpath: str) -> str:
+    """``<source>-<16 hex digits of SHA-1(relpath)>``: stable as files come and go."""
+    return f"{source}-{hashlib.sha1(relpath.encode()).hexdigest()[:16]}"
+
+
+def file_record(source: str, root: Path, rel: str, identity: str = "",
+                crop: tuple[float, float, float, float] | None = None) -> Record:
+    """A record of the file ``root/rel``, its size read from the header only."""
+    path = root / rel
+    st = path.stat()
+    with path.open("rb") as fh:
+        return _record(source, rel, str(path), "", st.st_size, st.st_mtime_ns, fh, identity, crop)
+
+
+def _record(source, rel, path, member, size, mtime, fp, identity, crop) -> Record:
+    width = height = 0
+    error = ""
+    try:
+        header: Header = probe(fp)
+        width, height = header.width, header.height
+        if crop is not None:
+            width, height = max(0, round(crop[2])), max(0, round(crop[3]))
+    except Rejected as rej:
+        error = rej.reason
+    return Record(make_key(source, rel), source, path, member, size, mtime, width, height, identity, crop, error)
+
+
+def member_record(source: str, tar_path: Path, rel_tar: str, member: str, data: bytes, mtime: int) -> Record:
+    import io
+
+    return _record(source, f"{rel_tar}:{member}", str(tar_path), member, len(data), mtime, io.BytesIO(data), "", None)
+
+
+def walk_images(root: Path, pattern: str = "**/*") -> Iterator[str]:
+    """Relative paths of image files under ``root`` matching ``pattern``, sorted."""
+    for path in sorted(root.glob(pattern)):
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            yield path.relative_to(root).as_posix()
+
+
+def read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: metadata file missing (expected in the source root)")
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def capped(records: Iterable[Record], limit: int) -> Iterator[Record]:
+    for i, rec in enumerate(records):
+        if limit and i >= limit:
+            return
+        yield rec
+
+
+def mtime_ns(path: Path) -> int:
+    return os.stat(path).st_mtime_ns

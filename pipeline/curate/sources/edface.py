@@ -1,0 +1,11 @@
+"""EDFace-Celeb-1M (FH128): the high-resolution ``HR/*.png`` only; the low-resolution copies
+(``LR_*``) are skipped. No identity labels."""
+
+from pathlib import Path
+
+from .base import file_record, walk_images
+
+
+def read(root: Path):
+    for rel in walk_images(root, "HR/**/*"):
+        yield file_record("edface", root, rel)

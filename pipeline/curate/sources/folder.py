@@ -1,0 +1,10 @@
+"""Any tree of images (your own source): every image file below the root; no identities."""
+
+from pathlib import Path
+
+from .base import file_record, walk_images
+
+
+def read(root: Path):
+    for rel in walk_images(root, "**/*"):
+        yield file_record("folder", root, rel)

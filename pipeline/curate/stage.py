@@ -1,0 +1,156 @@
+"""Stage ``curate``: the manifest -> Face9M WebDataset shards, with Ray.
+
+1. Fingerprint every readable image (SHA-256 of its bytes; a difference hash too when
+   ``curate.near_duplicates``), one Ray task per chunk of the manifest.
+2. Filter and de-duplicate, then plan the shards (:mod:`.plan`).
+3. One Ray task per shard (:mod:`.shards`): decode, normalise, resize, encode, tar. Finished
+   shards of the same plan are verified and skipped, so a killed run resumes where it stopped.
+
+Outputs under ``data/face9m/``: ``shards/face9m-%06d.tar``, ``stats/face9m-%06d.json``,
+``sizes.json`` (samples per shard), ``rejects.parquet`` (key, source, path, member, reason,
+detail, duplicate_of), ``plan.parquet`` (which key went to which shard), ``provenance.json``;
+plus ``metrics/curation.json`` and ``reports/curation_samples.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from .. import provenance
+from ..config import Params
+from . import plan as planning
+from .cluster import ray_session
+from .scan import MANIFEST
+from .shards import ShardSpec, write_shard
+
+log = logging.getLogger(__name__)
+OUT = Path("data/face9m")
+METRICS = Path("metrics/curation.json")
+SAMPLES = Path("reports/curation_samples.png")
+CHUNK = 512
+
+
+def _fingerprint(rows: list[dict], near: bool) -> list[tuple[str, str, int | None]]:
+    from .images import Rejected, difference_hash
+    from .shards import _TarMembers
+
+    members, out = _TarMembers(), []
+    try:
+        for row in rows:
+            data = members.read(row["path"], row["member"]) if row["member"] else Path(row["path"]).read_bytes()
+            dh = None
+            if near:
+                try:
+                    dh = difference_hash(data)
+                except (Rejected, OSError, SyntaxError, ValueError):
+                    dh = None  # undecodable: the shard writer will reject it with its reason
+            out.append((row["key"], hashlib.sha256(data).hexdigest(), dh))
+    finally:
+        members.close()
+    return out
+
+
+def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int]) -> list:
+    """Run ``fn(*a)`` for each ``a`` as Ray tasks, in order, with a throughput/ETA bar."""
+    remote = ray.remote(num_cpus=1)(fn)
+    refs = [remote.remote(*a) for a in args]
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list = [None] * len(refs)
+    pending = list(refs)
+    with tqdm(total=sum(weights), desc=desc, unit=unit, mininterval=1.0) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            i = index[done[0]]
+            results[i] = ray.get(done[0])
+            bar.update(weights[i])
+    return results
+
+
+def curate(params: Params, out: Path = OUT) -> dict:
+    cfg = params.curate
+    if not MANIFEST.is_file():
+        raise FileNotFoundError(f"{MANIFEST} missing: run `fmae scan` (or `dvc repro scan`) first")
+    manifest = pd.read_parquet(MANIFEST).fillna({"member": "", "identity": "", "error": ""})
+    readable = manifest[manifest.error == ""]
+    records = readable.to_dict("records")
+    with ray_session(params.ray) as ray:
+        chunks = [records[i:i + CHUNK] for i in range(0, len(records), CHUNK)]
+        prints = _run_tasks(ray, _fingerprint, [(c, cfg.near_duplicates) for c in chunks], "fingerprint", "img",
+                            [len(c) for c in chunks])
+        prints = [p for chunk in prints for p in chunk]
+        sha = pd.Series({k: s for k, s, _ in prints}, dtype=object)
+        dh = pd.Series({k: d for k, _, d in prints if d is not None}, dtype=object) if cfg.near_duplicates else None
+        kept, rejects, pairs = planning.apply_filters(manifest, cfg, sha, dh)
+        planned = planning.plan_shards(kept, cfg)
+        specs = []
+        for index, rows in planned.groupby("shard", sort=True):
+            rows = rows.drop(columns="shard")
+            specs.append(ShardSpec(int(index), tuple(rows.to_dict("records")), planning.shard_fingerprint(rows, cfg),
+                                   str(out / "shards"), str(out / "stats"), cfg.image_size, cfg.jpeg_quality))
+        _remove_stale(out, {s.name for s in specs})
+        stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [len(s.rows) for s in specs])
+    decode_rejects = pd.DataFrame(
+        [{**r, "duplicate_of": ""} for st in stats for r in st["rejected"]], columns=["key", "reason", "detail", "duplicate_of"])
+    if len(decode_rejects):
+        decode_rejects = decode_rejects.merge(manifest[["key", "source", "path", "member"]], on="key")
+        rejects = pd.concat([rejects, decode_rejects[planning.REJECT_COLUMNS]], ignore_index=True)
+    rejects = rejects.sort_values(["source", "key"]).reset_index(drop=True)
+    rejects.to_parquet(out / "rejects.parquet", index=False)
+    planned[["key", "source", "shard"]].to_parquet(out / "plan.parquet", index=False)
+    sizes = {st["shard"]: st["samples"] for st in stats}
+    (out / "sizes.json").write_text(json.dumps(sizes, indent=1, sort_keys=True) + "\n")
+    metrics = _metrics(manifest, rejects, pairs)
+    METRICS.parent.mkdir(parents=True, exist_ok=True)
+    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    provenance.write(out / "provenance.json", "curate", params.to_dict())
+    from .samples import write_contact_sheet
+
+    write_contact_sheet(out / "shards", SAMPLES, seed=cfg.seed)
+    skipped = sum(st["skipped"] for st in stats)
+    return {"shards": len(stats), "skipped": skipped, **metrics["total"]}
+
+
+def _remove_stale(out: Path, names: set[str]) -> None:
+    """Drop shards and stats that are not in this plan (a smaller plan, an interrupted write)."""
+    for folder, suffixes in ((out / "shards", (".tar", ".tar.tmp")), (out / "stats", (".json", ".json.tmp"))):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            stem = path.name.split(".")[0]
+            if path.name.endswith(".tmp") or stem not in names or not path.name.endswith(suffixes):
+                path.unlink()
+
+
+def _metrics(manifest: pd.DataFrame, rejects: pd.DataFrame, pairs: dict[str, int]) -> dict:
+    per_source = {}
+    reasons = sorted(set(rejects.reason))
+    for source, group in manifest.groupby("source", sort=False):
+        dropped = rejects[rejects.source == source].reason.value_counts()
+        per_source[source] = {"scanned": int(len(group)), "kept": int(len(group) - dropped.sum()),
+                              "dropped": {r: int(dropped.get(r, 0)) for r in reasons}}
+    total = {"scanned": int(len(manifest)), "kept": int(len(manifest) - len(rejects)), "dropped": int(len(rejects))}
+    return {"total": total, "sources": per_source, "near_duplicate_pairs": pairs}
+
+
+def run(params: Params) -> None:
+    result = curate(params)
+    print(f"curate: {result['kept']} of {result['scanned']} images kept in {result['shards']} shards "
+          f"({result['skipped']} already finished) under {OUT}/shards; rejects in {OUT}/rejects.parquet; "
+          f"counts in {METRICS}")
+
+
+def read_keys(shard_dir: Path) -> list[str]:
+    """Every sample key in the shards, read back with webdataset (for checks and tests)."""
+    import webdataset as wds
+
+    urls = [str(p) for p in sorted(Path(shard_dir).glob("*.tar"))]
+    return [s["__key__"] for s in wds.WebDataset(urls, shardshuffle=False)] if urls else []
+
+
+__all__ = ["curate", "run", "read_keys"]
