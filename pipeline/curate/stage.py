@@ -26,6 +26,7 @@ from .. import provenance
 from ..config import Params
 from . import plan as planning
 from .cluster import ray_session
+from .samples import write_contact_sheet
 from .scan import MANIFEST
 from .shards import ShardSpec, write_shard
 
@@ -72,13 +73,15 @@ def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int]) ->
     return results
 
 
-def curate(params: Params, out: Path = OUT) -> dict:
+def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metrics_path: Path = METRICS,
+           samples_path: Path = SAMPLES) -> dict:
     cfg = params.curate
-    if not MANIFEST.is_file():
-        raise FileNotFoundError(f"{MANIFEST} missing: run `fmae scan` (or `dvc repro scan`) first")
-    manifest = pd.read_parquet(MANIFEST).fillna({"member": "", "identity": "", "error": ""})
+    if not Path(manifest_path).is_file():
+        raise FileNotFoundError(f"{manifest_path} missing: run `fmae scan` (or `dvc repro scan`) first")
+    manifest = pd.read_parquet(manifest_path).fillna({"member": "", "identity": "", "error": ""})
     readable = manifest[manifest.error == ""]
     records = readable.to_dict("records")
+    out.mkdir(parents=True, exist_ok=True)
     with ray_session(params.ray) as ray:
         chunks = [records[i:i + CHUNK] for i in range(0, len(records), CHUNK)]
         prints = _run_tasks(ray, _fingerprint, [(c, cfg.near_duplicates) for c in chunks], "fingerprint", "img",
@@ -106,12 +109,10 @@ def curate(params: Params, out: Path = OUT) -> dict:
     sizes = {st["shard"]: st["samples"] for st in stats}
     (out / "sizes.json").write_text(json.dumps(sizes, indent=1, sort_keys=True) + "\n")
     metrics = _metrics(manifest, rejects, pairs)
-    METRICS.parent.mkdir(parents=True, exist_ok=True)
-    METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
+    Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
     provenance.write(out / "provenance.json", "curate", params.to_dict())
-    from .samples import write_contact_sheet
-
-    write_contact_sheet(out / "shards", SAMPLES, seed=cfg.seed)
+    write_contact_sheet(out / "shards", Path(samples_path), seed=cfg.seed)
     skipped = sum(st["skipped"] for st in stats)
     return {"shards": len(stats), "skipped": skipped, **metrics["total"]}
 

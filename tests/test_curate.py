@@ -1,0 +1,239 @@
+"""Face9M curation on the tiny synthetic world: readers, filters, flaws, determinism, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import webdataset as wds
+import yaml
+from PIL import Image, ImageOps
+
+from pipeline.config import ConfigError, load_params
+from pipeline.curate.images import load_face
+from pipeline.curate.plan import apply_filters
+from pipeline.curate.scan import scan
+from pipeline.curate.sources import read_source
+from pipeline.curate.sources.base import make_key
+from pipeline.curate.stage import curate, read_keys
+from pipeline.synth import sources as synth_sources
+from pipeline.synth.stage import source_root
+from tests.conftest import ROOT, TINY
+
+NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")
+
+
+def curate_overrides(out: Path, **extra) -> dict:
+    roots = {f"sources.{n}": {"enabled": True, "root": str(source_root(out, n)), "max_images": 0} for n in NAMES}
+    return {**TINY, "synth.out_dir": str(out), **roots, "curate.shard_size": 16, **extra}
+
+
+@pytest.fixture(scope="module")
+def world(tiny_world):
+    params, out = tiny_world
+    truth = pd.read_csv(out / "truth" / "sources.csv", keep_default_na=False)
+    truth["key"] = [make_key(s, p) for s, p in zip(truth.source, truth.path)]
+    return out, truth
+
+
+@pytest.fixture(scope="module")
+def curated(world, tmp_path_factory):
+    """The tiny world scanned and curated once with 2 Ray workers."""
+    out, _ = world
+    base = tmp_path_factory.mktemp("curated")
+    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.num_cpus": 2}))
+    scan(params).to_parquet(base / "manifest.parquet", index=False)
+    curate(params, base / "manifest.parquet", base / "face9m", base / "curation.json", base / "samples.png")
+    return params, base
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_readers_parse_their_layouts(world):
+    out, truth = world
+    identities = {"celeba": 6, "vggface2": 6, "casia_webface": 6, "megaface": 6, "umdfaces": 6}
+    for name in NAMES:
+        records = list(read_source(name, source_root(out, name)))
+        expected = truth[truth.source == name]
+        assert sorted(r.key for r in records) == sorted(expected.key), name
+        assert all("." not in r.key and r.key.startswith(name) for r in records)
+        assert len({r.identity for r in records} - {""}) == identities.get(name, 0), name
+    assert len(list(read_source("celeba", source_root(out, "celeba"), max_images=5))) == 5
+    keys = [r.key for n in NAMES for r in read_source(n, source_root(out, n))]
+    assert len(keys) == len(set(keys))
+
+
+def test_header_sizes_equal_decoded_sizes(world):
+    out, _ = world
+    for name in NAMES:
+        for rec in read_source(name, source_root(out, name)):
+            if rec.error or rec.crop:
+                continue
+            if rec.member:
+                import tarfile
+                with tarfile.open(rec.path) as tar:
+                    data = tar.extractfile(rec.member).read()
+            else:
+                data = Path(rec.path).read_bytes()
+            try:
+                im = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+            except OSError:
+                continue  # truncated: the header is fine, the pixels are not
+            assert im.size == (rec.width, rec.height), rec.path
+
+
+def _manifest(sizes):
+    return pd.DataFrame([{"key": f"s-{i}", "source": "s", "path": f"{i}.jpg", "member": "", "width": w, "height": h,
+                          "error": ""} for i, (w, h) in enumerate(sizes)])
+
+
+def test_aspect_rule_keeps_exactly_one_and_a_half(params):
+    m = _manifest([(150, 100), (100, 150), (1501, 1000), (100, 151), (100, 100)])
+    sha = pd.Series({k: k for k in m.key})
+    kept, rejects, _ = apply_filters(m, params.curate, sha)
+    assert list(kept.key) == ["s-0", "s-1", "s-4"]
+    assert set(rejects.reason) == {"aspect"}
+
+
+def test_duplicates_keep_the_first_listed(params):
+    m = _manifest([(100, 100)] * 3)
+    kept, rejects, _ = apply_filters(m, params.curate, pd.Series({"s-0": "b", "s-1": "a", "s-2": "b"}))
+    assert sorted(kept.key) == ["s-0", "s-1"]
+    assert rejects[["key", "reason", "duplicate_of"]].values.tolist() == [["s-2", "duplicate", "s-0"]]
+
+
+def test_every_flaw_gets_its_expected_outcome(world, curated):
+    _, truth = world
+    _, base = curated
+    rejects = pd.read_parquet(base / "face9m" / "rejects.parquet")
+    merged = truth.merge(rejects[["key", "reason"]], on="key", how="left").fillna({"reason": ""})
+    got = ["reject:" + r if r else "keep" for r in merged.reason]
+    want = merged.expect.replace({"convert": "keep"})
+    wrong = merged[np.array(got) != want.values]
+    assert wrong.empty, wrong[["source", "path", "flaw", "expect", "reason"]].to_string()
+    kept_keys = set(read_keys(base / "face9m" / "shards"))
+    assert kept_keys == set(truth.key[want == "keep"])  # nothing silently dropped, nothing extra
+
+
+def test_converted_images_match_the_clean_render(world, curated):
+    """EXIF orientation applied, colour modes converted: the curated image is the face upright."""
+    out, truth = world
+    params, base = curated
+    samples = {s["__key__"]: s["jpg"] for s in wds.WebDataset([str(p) for p in sorted((base / "face9m" / "shards").glob("*.tar"))],
+                                                                shardshuffle=False)}
+    converted = truth[truth.expect == "convert"]
+    assert set(converted.flaw) == {"grayscale", "cmyk", "exif_rotated", "rgba", "png16", "palette"}
+    for row in converted.itertuples():
+        # flaws_per_kind is 1, so the flaw names the item within its source
+        item = next(it for it in synth_sources.plan_items(params.synth, row.source) if it.flaw == row.flaw)
+        clean, (x, y, w, h) = synth_sources.make_image(params.synth, row.source, item)
+        if row.source == "umdfaces":  # curated as the face box, like the reader's crop
+            clean = clean[max(0, round(y)):round(y + h), max(0, round(x)):round(x + w)]
+        expected = cv2.resize(cv2.cvtColor(clean, cv2.COLOR_BGR2RGB), (224, 224), interpolation=cv2.INTER_AREA).astype(float)
+        got = cv2.cvtColor(cv2.imdecode(np.frombuffer(samples[row.key], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(float)
+        if row.flaw == "grayscale":
+            grey = cv2.cvtColor(expected.astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(float)
+            expected = np.repeat(grey[..., None], 3, axis=2)
+        if row.flaw == "rgba":
+            continue  # background replaced by white on purpose; checked below
+        error = np.abs(got - expected).mean()
+        rotated = np.abs(np.rot90(got) - expected).mean()
+        assert error < 12 and error < rotated / 2, (row.flaw, row.path, error, rotated)
+
+
+def test_rgba_is_composited_over_white(world):
+    out, truth = world
+    row = truth[truth.flaw == "rgba"].iloc[0]
+    rgb = load_face((source_root(out, row.source) / row.path).read_bytes(), 224)
+    assert (rgb[0, 0] >= 250).all() and rgb.dtype == np.uint8 and rgb.shape == (224, 224, 3)
+
+
+def test_sizes_json_and_stats_match_the_tars(curated):
+    _, base = curated
+    sizes = json.loads((base / "face9m" / "sizes.json").read_text())
+    tars = sorted((base / "face9m" / "shards").glob("*.tar"))
+    assert sorted(sizes) == [t.name for t in tars] and len(tars) > 1
+    for tar in tars:
+        keys = [s["__key__"] for s in wds.WebDataset(str(tar), shardshuffle=False)]
+        assert len(keys) == sizes[tar.name] == len(set(keys))
+        stats = json.loads((base / "face9m" / "stats" / f"{tar.stem}.json").read_text())
+        assert stats["sha256"] == hashlib.sha256(tar.read_bytes()).hexdigest() and stats["samples"] == len(keys)
+    keys = read_keys(base / "face9m" / "shards")
+    assert len(keys) == len(set(keys)) == sum(sizes.values())
+    metrics = json.loads((base / "curation.json").read_text())
+    assert metrics["total"]["kept"] == len(keys)
+    assert all(v["kept"] + sum(v["dropped"].values()) == v["scanned"] for v in metrics["sources"].values())
+    assert Image.open(base / "samples.png").size[0] > 500
+
+
+@pytest.mark.slow
+def test_same_bytes_with_one_or_two_workers(world, curated, tmp_path):
+    out, _ = world
+    _, base = curated
+    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.num_cpus": 1}))
+    curate(params, base / "manifest.parquet", tmp_path / "face9m", tmp_path / "c.json", tmp_path / "s.png")
+    assert _digests(tmp_path / "face9m" / "shards") == _digests(base / "face9m" / "shards")
+    assert _digests(tmp_path / "face9m" / "stats") == _digests(base / "face9m" / "stats")
+    for name in ("sizes.json", "rejects.parquet", "plan.parquet"):
+        assert (tmp_path / "face9m" / name).read_bytes() == (base / "face9m" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_bytes(world, curated, tmp_path):
+    out, _ = world
+    _, base = curated
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in curate_overrides(out, **{"ray.num_cpus": 1}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "data" / "face9m").mkdir(parents=True)
+    (tmp_path / "data" / "face9m" / "manifest.parquet").write_bytes((base / "manifest.parquet").read_bytes())
+    cmd = [sys.executable, "-m", "pipeline", "curate"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    shards = tmp_path / "data" / "face9m" / "shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("*.tar"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(shards.glob("*.tar")))
+    total = len(list((base / "face9m" / "shards").glob("*.tar")))
+    assert 2 <= finished < total, f"the kill came too late to test resuming ({finished} of {total} shards)"
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"({finished} already finished)" in done.stdout
+    assert _digests(shards) == _digests(base / "face9m" / "shards")
+    assert (tmp_path / "data" / "face9m" / "sizes.json").read_bytes() == (base / "face9m" / "sizes.json").read_bytes()
+
+
+def test_missing_root_names_the_param(world, tmp_path):
+    out, _ = world
+    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"sources.ffhq.root": str(tmp_path / "nope")}))
+    with pytest.raises(ConfigError, match=r"sources\.ffhq\.root = '.*nope': expected an existing directory"):
+        scan(params)
+
+
+def test_empty_source_warns_with_the_param(world, tmp_path, caplog):
+    out, _ = world
+    (tmp_path / "HR").mkdir()
+    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"sources.edface.root": str(tmp_path)}))
+    df = scan(params)
+    assert "edface" not in set(df.source)
+    assert any("sources.edface.root" in r.getMessage() for r in caplog.records)
