@@ -24,7 +24,8 @@ demo: $(STAMP)
 	@echo "Done. Results:"
 	@echo "  data/raw/                 the synthetic world (sources/, au/, truth/)"
 	@echo "  reports/synth_aus.png     AUs x identities contact sheet"
-	@echo "  dvc metrics show          metrics of the stages that produce them"
+	@echo "  data/face9m/shards/        Face9M WebDataset shards (reports/curation_samples.png)"
+	@echo "  dvc metrics show          per-source curation counts (source .venv/bin/activate first)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -2,11 +2,14 @@
 
 - :func:`probe` reads only the header (size, EXIF orientation): never a full decode to filter.
 - :func:`load_face` decodes one image into an RGB array of ``size x size``: JPEGs are decoded
-  at a reduced DCT scale (Pillow's ``draft``: 1/2, 1/4 or 1/8) whenever that still leaves at
-  least ``size`` pixels on both sides of the region kept, which is what makes large JPEGs cheap;
-  EXIF orientation is applied; grayscale, CMYK, palette, alpha and 16-bit images become RGB
-  (alpha is composited over white); downscaling uses area interpolation and upscaling bicubic
-  (area interpolation degenerates to nearest-neighbour when enlarging).
+  by OpenCV at a reduced DCT scale (1/2, 1/4 or 1/8) whenever that still leaves at least
+  ``size`` pixels on both sides of the region kept, which is what makes large JPEGs cheap, and
+  PNGs by OpenCV too (its inflate is faster than Pillow's); Pillow handles other formats and
+  names the reason when a file fails. EXIF orientation is applied; grayscale, CMYK, palette,
+  alpha and 16-bit images become RGB (alpha is composited over white); downscaling uses area
+  interpolation (see :func:`resize_square`) and upscaling bicubic (area interpolation
+  degenerates to nearest-neighbour when enlarging). A JPEG without its end-of-image marker is rejected as truncated: OpenCV would
+  quietly return the part it could decode.
 
 Failures raise :class:`Rejected` with one of :data:`REASONS`.
 """
@@ -91,39 +94,100 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, F
 
 
-def load_face(data: bytes, size: int, crop: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """Decode ``data`` into RGB uint8 [size, size, 3]; ``crop`` = (x, y, w, h) in displayed pixels."""
-    header = probe(data)
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _reduction(header: Header, region_w: float, region_h: float, size: int) -> int:
+    """The largest DCT reduction (1, 2, 4, 8) that keeps the region at least ``size`` on both sides."""
+    k = 1
+    while k < 8 and region_w / (2 * k) >= size and region_h / (2 * k) >= size:
+        k *= 2
+    return k
+
+
+def _decode_opencv(data: bytes, header: Header, size: int, region: tuple[float, float]) -> np.ndarray | None:
+    """BGR uint8 via OpenCV (fast path for JPEG and PNG), or None to fall back to Pillow."""
+    buf = np.frombuffer(data, np.uint8)
+    if header.format == "JPEG":
+        if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+            raise Rejected("truncated", "no JPEG end-of-image marker")
+        return cv2.imdecode(buf, _REDUCED[_reduction(header, *region, size)])  # applies EXIF orientation
+    if header.format == "PNG":
+        arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps alpha and 16 bits
+        if arr is None:
+            return None
+        if arr.dtype == np.uint16:
+            arr = (arr >> 8).astype(np.uint8)
+        if arr.ndim == 2:
+            return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
+        if arr.shape[2] == 4:  # composite over white
+            alpha = arr[..., 3:4].astype(np.float32) / 255.0
+            arr = (arr[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        return arr
+    return None
+
+
+def _decode_pillow(data: bytes, header: Header, size: int, region: tuple[float, float]) -> np.ndarray:
+    """BGR uint8 via Pillow: every other format, and the precise reason when decoding fails."""
     im = Image.open(io.BytesIO(data))
-    region_w, region_h = (crop[2], crop[3]) if crop else (header.width, header.height)
-    if region_w < 1 or region_h < 1:
-        raise Rejected("corrupt", f"empty crop {crop}")
     if im.format == "JPEG":
-        scale = max(size / region_w, size / region_h)
+        scale = max(size / region[0], size / region[1])
         req = (math.ceil(header.width * scale), math.ceil(header.height * scale))
-        if header.orientation in _TRANSPOSED:
-            req = req[::-1]
-        im.draft(im.mode, req)
+        im.draft(im.mode, req[::-1] if header.orientation in _TRANSPOSED else req)
     try:
         im.load()
     except (OSError, SyntaxError, ValueError) as err:
         reason = "truncated" if "truncat" in str(err).lower() else "corrupt"
         raise Rejected(reason, str(err)) from None
-    im = _to_rgb(ImageOps.exif_transpose(im))
-    arr = np.asarray(im)
+    return cv2.cvtColor(np.asarray(_to_rgb(ImageOps.exif_transpose(im))), cv2.COLOR_RGB2BGR)
+
+
+def load_face(data: bytes, size: int, crop: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Decode ``data`` into RGB uint8 [size, size, 3]; ``crop`` = (x, y, w, h) in displayed pixels."""
+    return cv2.cvtColor(load_face_bgr(data, size, crop), cv2.COLOR_BGR2RGB)
+
+
+def load_face_bgr(data: bytes, size: int, crop: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """:func:`load_face` in OpenCV's channel order (colour conversion after the resize is cheaper)."""
+    header = probe(data)
+    region = (crop[2], crop[3]) if crop else (header.width, header.height)
+    if region[0] < 1 or region[1] < 1:
+        raise Rejected("corrupt", f"empty crop {crop}")
+    arr = _decode_opencv(data, header, size, region)
+    if arr is None:
+        arr = _decode_pillow(data, header, size, region)
     if crop:
-        k = im.size[0] / header.width  # DCT reduction actually applied
+        k = arr.shape[1] / header.width  # DCT reduction actually applied
         x0, y0 = max(0, round(crop[0] * k)), max(0, round(crop[1] * k))
         x1, y1 = min(arr.shape[1], round((crop[0] + crop[2]) * k)), min(arr.shape[0], round((crop[1] + crop[3]) * k))
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise Rejected("corrupt", f"crop {crop} outside the {header.width}x{header.height} image")
         arr = arr[y0:y1, x0:x1]
-    shrink = arr.shape[0] >= size and arr.shape[1] >= size
-    return cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return resize_square(arr, size)
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+def resize_square(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize to ``size x size`` (no crop): area when shrinking, bicubic when enlarging.
+
+    A large shrink is done as an integer-factor area reduction, OpenCV's fast path (the
+    remainder rows/columns, fewer than the factor, are dropped), then a bilinear step of
+    less than 2x: a third of the time of one non-integer area resize on a 1024 px image, within
+    ~2 grey levels of it.
+    """
+    h, w = arr.shape[:2]
+    if h < size or w < size:
+        return cv2.resize(arr, (size, size), interpolation=cv2.INTER_CUBIC)
+    kx, ky = w // size, h // size
+    if max(kx, ky) < 2:
+        return cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
+    arr = arr[: h - h % ky, : w - w % kx]
+    arr = cv2.resize(arr, (arr.shape[1] // kx, arr.shape[0] // ky), interpolation=cv2.INTER_AREA)
+    return cv2.resize(arr, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int) -> bytes:
+    """JPEG bytes of a BGR image (OpenCV's channel order)."""
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("OpenCV failed to encode a JPEG")
     return buf.tobytes()

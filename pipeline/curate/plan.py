@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..config import CurateConfig
 
-FORMAT_VERSION = 1  # bump when the bytes written for the same plan change
+FORMAT_VERSION = 3  # bump when the bytes written for the same plan change
 REJECT_COLUMNS = ["key", "source", "path", "member", "reason", "detail", "duplicate_of"]
 
 

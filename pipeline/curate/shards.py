@@ -18,7 +18,7 @@ from pathlib import Path
 
 import webdataset as wds
 
-from .images import Rejected, encode_jpeg, load_face
+from .images import Rejected, encode_jpeg, load_face_bgr
 
 TAR_MTIME = 0  # fixed member mtime: no wall-clock in the bytes
 
@@ -105,12 +105,12 @@ def write_shard(spec: ShardSpec) -> dict:
             for row in spec.rows:
                 try:
                     data = members.read(row["path"], row["member"]) if row["member"] else Path(row["path"]).read_bytes()
-                    rgb = load_face(data, spec.image_size, _crop(row))
+                    bgr = load_face_bgr(data, spec.image_size, _crop(row))
                 except Rejected as rej:
                     rejected.append({"key": row["key"], "reason": rej.reason, "detail": rej.detail[:200]})
                     continue
                 meta = {"source": row["source"], "identity": row["identity"], "path": row["path"], "member": row["member"]}
-                sink.write({"__key__": row["key"], "jpg": encode_jpeg(rgb, spec.jpeg_quality),
+                sink.write({"__key__": row["key"], "jpg": encode_jpeg(bgr, spec.jpeg_quality),
                             "json": json.dumps(meta, sort_keys=True).encode()})
                 by_source[row["source"]] = by_source.get(row["source"], 0) + 1
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 OUT = Path("data/face9m")
 METRICS = Path("metrics/curation.json")
 SAMPLES = Path("reports/curation_samples.png")
-CHUNK = 512
+CHUNK = 1024  # most images per fingerprint task
 
 
 def _fingerprint(rows: list[dict], near: bool) -> list[tuple[str, str, int | None]]:
@@ -82,13 +83,18 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     readable = manifest[manifest.error == ""]
     records = readable.to_dict("records")
     out.mkdir(parents=True, exist_ok=True)
+    clock = _PhaseClock()
     with ray_session(params.ray) as ray:
-        chunks = [records[i:i + CHUNK] for i in range(0, len(records), CHUNK)]
+        clock.lap("ray start")
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        step = min(CHUNK, max(32, -(-len(records) // (4 * cpus))))  # >= 4 tasks per CPU for balance
+        chunks = [records[i:i + step] for i in range(0, len(records), step)]
         prints = _run_tasks(ray, _fingerprint, [(c, cfg.near_duplicates) for c in chunks], "fingerprint", "img",
                             [len(c) for c in chunks])
         prints = [p for chunk in prints for p in chunk]
         sha = pd.Series({k: s for k, s, _ in prints}, dtype=object)
         dh = pd.Series({k: d for k, _, d in prints if d is not None}, dtype=object) if cfg.near_duplicates else None
+        clock.lap("fingerprint")
         kept, rejects, pairs = planning.apply_filters(manifest, cfg, sha, dh)
         planned = planning.plan_shards(kept, cfg)
         specs = []
@@ -97,7 +103,9 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
             specs.append(ShardSpec(int(index), tuple(rows.to_dict("records")), planning.shard_fingerprint(rows, cfg),
                                    str(out / "shards"), str(out / "stats"), cfg.image_size, cfg.jpeg_quality))
         _remove_stale(out, {s.name for s in specs})
+        clock.lap("plan")
         stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [len(s.rows) for s in specs])
+        clock.lap("shards")
     decode_rejects = pd.DataFrame(
         [{**r, "duplicate_of": ""} for st in stats for r in st["rejected"]], columns=["key", "reason", "detail", "duplicate_of"])
     if len(decode_rejects):
@@ -113,8 +121,22 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
     provenance.write(out / "provenance.json", "curate", params.to_dict())
     write_contact_sheet(out / "shards", Path(samples_path), seed=cfg.seed)
+    clock.lap("reports")
+    log.info("curate phases (s): %s", clock)
     skipped = sum(st["skipped"] for st in stats)
     return {"shards": len(stats), "skipped": skipped, **metrics["total"]}
+
+
+class _PhaseClock:
+    def __init__(self):
+        self.t, self.laps = time.perf_counter(), {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self.t = round(now - self.t, 3), now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v}" for k, v in self.laps.items())
 
 
 def _remove_stale(out: Path, names: set[str]) -> None:
