@@ -237,3 +237,22 @@ def test_empty_source_warns_with_the_param(world, tmp_path, caplog):
     df = scan(params)
     assert "edface" not in set(df.source)
     assert any("sources.edface.root" in r.getMessage() for r in caplog.records)
+
+
+def test_near_duplicates_across_sources_are_dropped_and_counted(params):
+    m = pd.DataFrame([{"key": k, "source": s, "path": f"{k}.jpg", "member": "", "width": 100, "height": 100, "error": ""}
+                      for k, s in (("a-1", "a"), ("a-2", "a"), ("b-1", "b"), ("c-1", "c"))])
+    sha = pd.Series({k: k for k in m.key})  # all different bytes
+    dhash = pd.Series({"a-1": 7, "a-2": 7, "b-1": 7, "c-1": 9})
+    kept, rejects, pairs = apply_filters(m, params.curate, sha, dhash)
+    assert sorted(kept.key) == ["a-1", "a-2", "c-1"]  # same-source look-alikes are kept
+    assert rejects[["key", "reason", "duplicate_of"]].values.tolist() == [["b-1", "near_duplicate", "a-1"]]
+    assert pairs == {"a~b": 1}
+
+
+def test_min_side_filter(params):
+    from dataclasses import replace
+
+    m = _manifest([(100, 100), (60, 80), (64, 64)])
+    kept, rejects, _ = apply_filters(m, replace(params.curate, min_side=64), pd.Series({k: k for k in m.key}))
+    assert sorted(kept.key) == ["s-0", "s-2"] and rejects.reason.tolist() == ["too_small"]
