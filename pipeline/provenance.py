@@ -2,8 +2,9 @@
 
 Written beside stage outputs. It holds no wall-clock time and no git commit (which changes
 with every unrelated commit and every clone's dirty state); the code version is the SHA-256 of
-the package's source files, so the same code and inputs give the same bytes on any clone, and
-DVC sees nothing new. ``dvc.lock`` ties each output to the commit that produced it.
+the stage's own code dependencies (the ones ``dvc.yaml`` lists), so the same code and inputs
+give the same bytes on any clone and DVC sees nothing new. ``dvc.lock`` ties each output to the
+commit that produced it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import platform
 import sys
 from importlib import metadata
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +23,16 @@ PACKAGES = ("numpy", "opencv-python-headless", "pillow", "pandas", "pyarrow", "t
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def code_version(package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
-    """SHA-256 over the package's Python sources (relative path and content of each)."""
+def code_version(paths: Iterable[str | Path]) -> dict[str, Any]:
+    """SHA-256 over the Python sources of ``paths`` (files or folders): the stage's code deps."""
     h = hashlib.sha256()
-    files = sorted(p for p in package_dir.rglob("*.py") if "__pycache__" not in p.parts)
-    for path in files:
-        h.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return {"package_sha256": h.hexdigest(), "files": len(files)}
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(f for f in p.rglob("*.py") if "__pycache__" not in f.parts) if p.is_dir() else [p]
+    for path in sorted(set(files)):
+        rel = path.resolve().relative_to(PACKAGE_DIR.parent).as_posix()
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return {"sha256": h.hexdigest(), "files": len(set(files))}
 
 
 def versions() -> dict[str, str | None]:
@@ -40,12 +45,13 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def record(stage: str, params: dict[str, Any]) -> dict[str, Any]:
-    return {"stage": stage, "params": params, "code": code_version(), "python": sys.version.split()[0],
+def record(stage: str, params: dict[str, Any], code: Iterable[str | Path]) -> dict[str, Any]:
+    return {"stage": stage, "params": params, "code": code_version(code), "python": sys.version.split()[0],
             "machine": f"{platform.system()}-{platform.machine()}", "packages": versions()}
 
 
-def write(path: str | Path, stage: str, params: dict[str, Any]) -> None:
+def write(path: str | Path, stage: str, params: dict[str, Any], code: Iterable[str | Path]) -> None:
+    """Write the record of ``stage``; ``code`` lists the stage's code dependencies."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record(stage, params), indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(record(stage, params, code), indent=2, sort_keys=True) + "\n")

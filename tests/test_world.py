@@ -283,3 +283,10 @@ def test_same_bytes_for_any_number_of_workers(tiny_world, tmp_path):
                 for f in sorted(root.rglob("*")) if f.is_file()}
 
     assert digest(tmp_path / "raw") == digest(out)
+
+
+def test_world_files_carry_the_fixed_mtime(tiny_world):
+    from pipeline.synth.stage import WORLD_MTIME
+
+    _, out = tiny_world
+    assert {int(p.stat().st_mtime) for p in out.rglob("*") if p.is_file()} == {WORLD_MTIME}

@@ -60,20 +60,23 @@ def finished_stats(spec: ShardSpec) -> dict | None:
     return recorded
 
 
-class _TarMembers:
-    """Reads tar members (LAION-Face shards), opening each source tar once."""
+class RawReader:
+    """Reads a manifest row's bytes: a plain file, or a tar member (each tar opened once)."""
 
     def __init__(self):
         self._open: dict[str, tarfile.TarFile] = {}
 
-    def read(self, path: str, member: str) -> bytes:
+    def read(self, path: str, member: str = "") -> bytes:
+        if not member:
+            return Path(path).read_bytes()
         if path not in self._open:
             self._open[path] = tarfile.open(path)
         return self._open[path].extractfile(member).read()
 
-    def close(self):
+    def close(self) -> None:
         for tar in self._open.values():
             tar.close()
+        self._open.clear()
 
 
 def _crop(row: dict):
@@ -98,13 +101,13 @@ def write_shard(spec: ShardSpec) -> dict:
     stats_dir.mkdir(parents=True, exist_ok=True)
     final = shard_dir / f"{spec.name}.tar"
     tmp = final.with_name(final.name + ".tmp")
-    members = _TarMembers()
+    reader = RawReader()
     rejected, by_source = [], {}
     try:
         with wds.TarWriter(str(tmp), mtime=TAR_MTIME, user="face9m", group="face9m") as sink:
             for row in spec.rows:
                 try:
-                    data = members.read(row["path"], row["member"]) if row["member"] else Path(row["path"]).read_bytes()
+                    data = reader.read(row["path"], row["member"])
                     bgr = load_face_bgr(data, spec.image_size, _crop(row))
                 except Rejected as rej:
                     rejected.append({"key": row["key"], "reason": rej.reason, "detail": rej.detail[:200]})
@@ -114,7 +117,7 @@ def write_shard(spec: ShardSpec) -> dict:
                             "json": json.dumps(meta, sort_keys=True).encode()})
                 by_source[row["source"]] = by_source.get(row["source"], 0) + 1
     finally:
-        members.close()
+        reader.close()
     os.replace(tmp, final)
     stats = {"shard": final.name, "fingerprint": spec.fingerprint, "planned": len(spec.rows),
              "samples": sum(by_source.values()), "by_source": dict(sorted(by_source.items())), "rejected": rejected,

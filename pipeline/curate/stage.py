@@ -29,23 +29,24 @@ from . import plan as planning
 from .cluster import ray_session
 from .samples import write_contact_sheet
 from .scan import MANIFEST
-from .shards import ShardSpec, write_shard
+from .shards import RawReader, ShardSpec, write_shard
 
 log = logging.getLogger(__name__)
 OUT = Path("data/face9m")
 METRICS = Path("metrics/curation.json")
 SAMPLES = Path("reports/curation_samples.png")
+PACKAGE = Path(__file__).resolve().parents[1]
+CODE = (PACKAGE / "curate", PACKAGE / "provenance.py")
 CHUNK = 1024  # most images per fingerprint task
 
 
 def _fingerprint(rows: list[dict], near: bool) -> list[tuple[str, str, int | None]]:
     from .images import Rejected, difference_hash
-    from .shards import _TarMembers
 
-    members, out = _TarMembers(), []
+    reader, out = RawReader(), []
     try:
         for row in rows:
-            data = members.read(row["path"], row["member"]) if row["member"] else Path(row["path"]).read_bytes()
+            data = reader.read(row["path"], row["member"])
             dh = None
             if near:
                 try:
@@ -54,7 +55,7 @@ def _fingerprint(rows: list[dict], near: bool) -> list[tuple[str, str, int | Non
                     dh = None  # undecodable: the shard writer will reject it with its reason
             out.append((row["key"], hashlib.sha256(data).hexdigest(), dh))
     finally:
-        members.close()
+        reader.close()
     return out
 
 
@@ -119,7 +120,7 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     metrics = _metrics(manifest, rejects, pairs)
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
-    provenance.write(out / "provenance.json", "curate", params.to_dict())
+    provenance.write(out / "provenance.json", "curate", params.to_dict(), CODE)
     write_contact_sheet(out / "shards", Path(samples_path), seed=cfg.seed)
     clock.lap("reports")
     log.info("curate phases (s): %s", clock)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -33,6 +34,18 @@ from .contact_sheet import write_sheets
 
 log = logging.getLogger(__name__)
 REPORTS = Path("reports")
+PACKAGE = Path(__file__).resolve().parents[1]
+CODE = (PACKAGE / "synth", PACKAGE / "au" / "folds.py", PACKAGE / "config.py", PACKAGE / "provenance.py")
+# Every file of the world gets this mtime (2023-11-14), as reproducible builds do with
+# SOURCE_DATE_EPOCH: the scan manifest records mtimes, and a re-synthesised identical world
+# must give an identical manifest so that curation stays cached.
+WORLD_MTIME = 1_700_000_000
+
+
+def stamp_mtimes(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (WORLD_MTIME, WORLD_MTIME))
 
 
 def source_root(out_dir: str | Path, name: str) -> Path:
@@ -100,12 +113,15 @@ def synthesize(cfg: SynthConfig, reports: Path = REPORTS) -> dict:
     pd.DataFrame(quirks, columns=["dataset", "subject", "sequence", "quirk", "detail"]).to_csv(truth / "au_quirks.csv", index=False)
     (truth / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_sheets(cfg.seed, reports)
+    stamp_mtimes(out)
     return summary
 
 
 def run(params: Params) -> None:
     summary = synthesize(params.synth)
-    provenance.write(Path(params.synth.out_dir) / "provenance.json", "synthesize", params.to_dict())
+    out = Path(params.synth.out_dir)
+    provenance.write(out / "provenance.json", "synthesize", params.to_dict(), CODE)
+    os.utime(out / "provenance.json", (WORLD_MTIME, WORLD_MTIME))
     n_src = sum(s["files"] for s in summary["sources"].values())
     n_au = sum(d["frames"] for d in summary["au"].values())
     print(f"synthesize: {n_src} source files, {n_au} AU frames under {params.synth.out_dir}; "
