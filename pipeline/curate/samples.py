@@ -1,38 +1,47 @@
-"""A contact sheet of random curated samples, one row per source, for people to look at."""
+"""A contact sheet of random curated samples, one row per source, for people to look at.
+
+Samples are chosen from the shard plan first and only their members are read back, so the
+cost does not grow with the size of Face9M.
+"""
 
 from __future__ import annotations
 
-import json
 import tarfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 PER_SOURCE = 10
 TILE = 96
 
 
-def write_contact_sheet(shard_dir: Path, out: Path, seed: int = 0) -> None:
-    by_source: dict[str, list[bytes]] = {}
-    for tar_path in sorted(Path(shard_dir).glob("*.tar")):
-        with tarfile.open(tar_path) as tar:
-            files = {m.name: m for m in tar.getmembers()}
-            for name, m in files.items():
-                if name.endswith(".json"):
-                    source = json.loads(tar.extractfile(m).read())["source"]
-                    by_source.setdefault(source, []).append(tar.extractfile(files[name[:-5] + ".jpg"]).read())
+def pick_samples(written: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Up to :data:`PER_SOURCE` random rows (key, source, shard) per source, seeded."""
     rng = np.random.default_rng(seed)
+    picks = []
+    for _, group in written.sort_values("key").groupby("source", sort=True):
+        picks.append(group.iloc[np.sort(rng.choice(len(group), size=min(PER_SOURCE, len(group)), replace=False))])
+    return pd.concat(picks) if picks else written.iloc[:0]
+
+
+def write_contact_sheet(shard_dir: Path, written: pd.DataFrame, out: Path, seed: int = 0) -> None:
+    """``written``: key, source and shard of every sample actually in the shards."""
+    picks = pick_samples(written, seed)
+    images: dict[str, np.ndarray] = {}
+    for shard, group in picks.groupby("shard", sort=True):
+        with tarfile.open(Path(shard_dir) / f"face9m-{int(shard):06d}.tar") as tar:
+            for key in group.key:
+                data = tar.extractfile(f"{key}.jpg").read()
+                images[key] = cv2.resize(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), (TILE, TILE),
+                                         interpolation=cv2.INTER_AREA)
     rows = []
-    for source in sorted(by_source):
-        images = by_source[source]
-        pick = rng.choice(len(images), size=min(PER_SOURCE, len(images)), replace=False)
-        tiles = [cv2.resize(cv2.imdecode(np.frombuffer(images[i], np.uint8), cv2.IMREAD_COLOR), (TILE, TILE),
-                            interpolation=cv2.INTER_AREA) for i in sorted(pick)]
-        tiles += [np.full((TILE, TILE, 3), 255, np.uint8)] * (PER_SOURCE - len(tiles))
+    blank = np.full((TILE, TILE, 3), 255, np.uint8)
+    for source, group in picks.groupby("source", sort=True):
+        tiles = [images[k] for k in group.key] + [blank] * (PER_SOURCE - len(group))
         label = np.full((TILE, 150, 3), 255, np.uint8)
         cv2.putText(label, source, (6, TILE // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
         rows.append(np.hstack([label, *tiles]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    sheet = np.vstack(rows) if rows else np.full((TILE, 150 + TILE * PER_SOURCE, 3), 255, np.uint8)
-    cv2.imwrite(str(out), sheet)
+    cv2.imwrite(str(out), np.vstack(rows) if rows else np.full((TILE, 150 + TILE * PER_SOURCE, 3), 255, np.uint8))

@@ -121,7 +121,9 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
     provenance.write(out / "provenance.json", "curate", params.to_dict(), CODE)
-    write_contact_sheet(out / "shards", Path(samples_path), seed=cfg.seed)
+    failed = set(decode_rejects.key) if len(decode_rejects) else set()
+    write_contact_sheet(out / "shards", planned.loc[~planned.key.isin(failed), ["key", "source", "shard"]],
+                        Path(samples_path), seed=cfg.seed)
     clock.lap("reports")
     log.info("curate phases (s): %s", clock)
     skipped = sum(st["skipped"] for st in stats)

@@ -208,8 +208,9 @@ def write_ffhq(w: SourceWriter) -> None:
     meta = {}
     for it in w.items:
         rel = f"images1024x1024/{it.index // 1000 * 1000:05d}/{it.index:05d}.png"
-        img, _ = w.add(it, rel)
-        intended = encode(img, "png")
+        data, img, _ = w.encode(it, rel)
+        w.write(rel, data)
+        intended = encode(img, "png") if it.flaw else data
         meta[str(it.index)] = {
             "category": "training" if it.index < 0.857 * len(w.items) else "validation",
             "metadata": {"license": "Attribution-NonCommercial-ShareAlike", "country": ""},
