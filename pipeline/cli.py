@@ -17,6 +17,7 @@ STAGES = {
     "synthesize": ("pipeline.synth.stage", "write the synthetic face world (sources and AU datasets)"),
     "scan": ("pipeline.curate.scan", "list the enabled Face9M sources into a manifest (headers only)"),
     "curate": ("pipeline.curate.stage", "filter, de-duplicate and shard Face9M with Ray"),
+    "pretrain": ("pipeline.pretrain.stage", "MAE pretraining of the ViT on the Face9M shards (torchrun for DDP)"),
 }
 
 

@@ -188,9 +188,11 @@ class RayConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
+    img_size: int  # input side in pixels (the timm name's 224 is replaced; position embeddings follow)
     drop_path: float
 
     def __post_init__(self):
+        check(self.img_size >= 32 and self.img_size % 16 == 0, "img_size", self.img_size, "a multiple of 16, >= 32 (paper: 224)")
         check(self.name in MODEL_NAMES, "name", self.name, f"one of {', '.join(MODEL_NAMES)}")
         check(0.0 <= self.drop_path < 1.0, "drop_path", self.drop_path, "a number in [0, 1)")
 
@@ -211,8 +213,16 @@ class PretrainConfig:
     save_every: int
     init: str  # "" = random init, else a released FMAE/MAE checkpoint
     seed: int
+    augment: Literal["flip", "rrc"]  # FMAE: resize + flip; rrc: MAE's RandomResizedCrop(0.2, 1) + flip
+    workers: int  # data loader processes per training process
+    shuffle_buffer: int  # samples in each loader worker's shuffle buffer
+    compile: bool  # torch.compile the model
+    log_every: int  # steps between host syncs (loss, lr, throughput to dvclive; NaN check)
 
     def __post_init__(self):
+        check(self.workers >= 0, "workers", self.workers, "an integer >= 0 (0 = load in the training process)")
+        check(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, "an integer >= 1")
+        check(self.log_every >= 1, "log_every", self.log_every, "an integer >= 1")
         check(0.0 < self.mask_ratio < 1.0, "mask_ratio", self.mask_ratio, "a number in the open interval (0, 1)")
         check(self.decoder_dim >= 1, "decoder_dim", self.decoder_dim, "an integer >= 1")
         check(self.decoder_depth >= 1, "decoder_depth", self.decoder_depth, "an integer >= 1")

@@ -28,6 +28,7 @@ def code_version(paths: Iterable[str | Path]) -> dict[str, Any]:
     h = hashlib.sha256()
     files: list[Path] = []
     for p in map(Path, paths):
+        p = p if p.is_absolute() else PACKAGE_DIR.parent / p  # dvc.yaml's paths, from the project root
         files += sorted(f for f in p.rglob("*.py") if "__pycache__" not in f.parts) if p.is_dir() else [p]
     for path in sorted(set(files)):
         rel = path.resolve().relative_to(PACKAGE_DIR.parent).as_posix()

@@ -20,6 +20,25 @@ TINY = {
 }
 
 
+# The later stages at a size that runs in seconds on the tiny world (used by the `dvc repro` test).
+TINY_STAGES = {
+    "curate.shard_size": 16,
+    "model.img_size": 64,
+    "pretrain.decoder_dim": 64, "pretrain.decoder_depth": 1, "pretrain.decoder_heads": 2,
+    "pretrain.epochs": 1, "pretrain.batch_size": 8, "pretrain.workers": 1, "pretrain.log_every": 2,
+}
+
+NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")
+
+
+def curate_overrides(out: Path, **extra) -> dict:
+    """Tiny-world params whose source roots point into the world written under ``out``."""
+    from pipeline.synth.stage import source_root
+
+    roots = {f"sources.{n}": {"enabled": True, "root": str(source_root(out, n)), "max_images": 0} for n in NAMES}
+    return {**TINY, "synth.out_dir": str(out), **roots, "curate.shard_size": 16, **extra}
+
+
 def tiny_params(out_dir: Path, **extra):
     return load_params(ROOT / "params.yaml", {**TINY, "synth.out_dir": str(out_dir), **extra})
 
@@ -38,3 +57,18 @@ def tiny_world(tmp_path_factory):
     p = tiny_params(base / "raw")
     synthesize(p.synth, reports=base / "reports")
     return p, base / "raw"
+
+
+@pytest.fixture(scope="session")
+def curated(tiny_world, tmp_path_factory):
+    """(params, base) of the tiny world scanned and curated once with 2 Ray workers;
+    the shards are in ``base / "face9m" / "shards"``."""
+    from pipeline.curate.scan import scan
+    from pipeline.curate.stage import curate
+
+    _, out = tiny_world
+    base = tmp_path_factory.mktemp("curated")
+    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.num_cpus": 2}))
+    scan(params).to_parquet(base / "manifest.parquet", index=False)
+    curate(params, base / "manifest.parquet", base / "face9m", base / "curation.json", base / "samples.png")
+    return params, base

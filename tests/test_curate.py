@@ -30,14 +30,7 @@ from pipeline.curate.sources.base import make_key
 from pipeline.curate.stage import curate, read_keys
 from pipeline.synth import sources as synth_sources
 from pipeline.synth.stage import source_root
-from tests.conftest import ROOT, TINY
-
-NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")
-
-
-def curate_overrides(out: Path, **extra) -> dict:
-    roots = {f"sources.{n}": {"enabled": True, "root": str(source_root(out, n)), "max_images": 0} for n in NAMES}
-    return {**TINY, "synth.out_dir": str(out), **roots, "curate.shard_size": 16, **extra}
+from tests.conftest import NAMES, ROOT, TINY, curate_overrides
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +40,6 @@ def world(tiny_world):
     truth["key"] = [make_key(s, p) for s, p in zip(truth.source, truth.path)]
     return out, truth
 
-
-@pytest.fixture(scope="module")
-def curated(world, tmp_path_factory):
-    """The tiny world scanned and curated once with 2 Ray workers."""
-    out, _ = world
-    base = tmp_path_factory.mktemp("curated")
-    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.num_cpus": 2}))
-    scan(params).to_parquet(base / "manifest.parquet", index=False)
-    curate(params, base / "manifest.parquet", base / "face9m", base / "curation.json", base / "samples.png")
-    return params, base
 
 
 def _digests(folder: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, TINY_STAGES
 
 BIN = Path(sys.executable).parent
 
@@ -34,7 +34,7 @@ def project(tmp_path):
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, tmp_path / rel)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    for dotted, value in TINY.items():
+    for dotted, value in {**TINY, **TINY_STAGES}.items():
         section, key = dotted.split(".")
         params[section][key] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -47,7 +47,7 @@ def project(tmp_path):
 @pytest.mark.slow
 def test_repro_twice_second_run_reruns_only_scan(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
-    for stage in ("synthesize", "scan", "curate"):
+    for stage in ("synthesize", "scan", "curate", "pretrain"):
         assert f"Running stage '{stage}'" in first
     assert (project / "data/raw/truth/world.json").is_file() and (project / "reports/synth_aus.png").is_file()
     assert list((project / "data/face9m/shards").glob("face9m-*.tar"))
@@ -56,7 +56,12 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     assert "Running stage 'scan'" in second
     assert "Stage 'synthesize' didn't change, skipping" in second
     assert "Stage 'curate' didn't change, skipping" in second
+    assert "Stage 'pretrain' didn't change, skipping" in second
     status = _run([str(BIN / "dvc"), "status"], project)
     assert "always changed" in status and "curate" not in status and "synthesize" not in status
+    assert "pretrain" not in status
     metrics = _run([str(BIN / "dvc"), "metrics", "show"], project)
-    assert "sources.celeba.kept" in metrics
+    assert "sources.celeba.kept" in metrics and "pretrain.loss" in metrics
+    _run([str(BIN / "dvc"), "plots", "show", "--out", "plots"], project)
+    html = (project / "plots" / "index.html").read_text()
+    assert "Pretraining loss" in html and "epoch_001.png" in html

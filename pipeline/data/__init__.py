@@ -1,0 +1,1 @@
+"""Input pipelines shared by the training stages (WebDataset shards, image decoding)."""

@@ -1,0 +1,1 @@
+"""MAE pretraining on the curated Face9M shards (stage ``pretrain``)."""

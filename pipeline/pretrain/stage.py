@@ -1,0 +1,54 @@
+"""Stage ``pretrain``: MAE on the curated Face9M shards -> ``models/fmae/``.
+
+Single process: ``fmae pretrain`` (what ``dvc repro`` runs). N GPUs on M nodes:
+``torchrun --nnodes M --nproc-per-node N [--rdzv-endpoint host:port] -m pipeline pretrain``.
+Outputs: ``models/fmae/checkpoint-last.pth`` (resumable container), ``models/fmae/fmae.pth``
+(final weights, released-format keys), ``models/fmae/provenance.json``, dvclive logs in
+``dvclive/pretrain/`` (loss, lr, images/s, data-wait fraction, MFU on GPUs, reconstruction
+grids) and ``metrics/pretrain.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from .. import provenance
+from ..config import Params
+from ..data.shards import read_shard_set
+from .train import pretrain
+
+SHARDS = Path("data/face9m/shards")
+OUT = Path("models/fmae")
+LIVE = Path("dvclive/pretrain")
+METRICS = Path("metrics/pretrain.json")
+CODE = ("pipeline/pretrain", "pipeline/models", "pipeline/data", "pipeline/optim.py", "pipeline/distributed.py",
+        "pipeline/config.py", "pipeline/provenance.py")
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params, shards_dir: Path = SHARDS, out: Path = OUT, live_dir: Path = LIVE,
+        metrics_path: Path = METRICS, stop_after: int | None = None) -> dict:
+    shards = read_shard_set(shards_dir)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    live = None
+    if is_main:
+        from dvclive import Live
+
+        resuming = (out / "checkpoint-last.pth").is_file()
+        live = Live(str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
+        live.log_params({"model": params.model.name, **params.to_dict()["pretrain"]})
+    try:
+        summary = pretrain(params, shards, out, live, stop_after=stop_after)
+    finally:
+        if live is not None:
+            live.end()
+    if is_main:
+        provenance.write(out / "provenance.json", "pretrain", params.to_dict(), CODE)
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text(json.dumps({"pretrain": summary}, indent=2, sort_keys=True) + "\n")
+        log.info("pretraining done: %s", summary)
+    return summary

@@ -1,0 +1,216 @@
+"""The MAE pretraining loop: one entry point for one CPU process or N GPUs under torchrun.
+
+Per step there is no host sync: losses accumulate on the device and are read, all-reduced and
+checked for NaN/inf every ``log_every`` optimiser updates and at the end of each epoch. A
+checkpoint is written (atomically, by rank 0) every ``save_every`` epochs and at the end; a
+run that finds a checkpoint of the same settings resumes after its epoch. Each epoch reseeds
+the masking RNG and the loader from ``(seed, epoch, rank)``, so a resumed run follows the same
+path as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import distributed
+from ..config import Params
+from ..data.images import normalize
+from ..data.shards import ShardSet, check_workers, seed_for
+from ..models import checkpoint
+from ..models.mae import MaskedAutoencoder, build_mae
+from ..optim import adamw, peak_flops, scaled_lr, train_flops_per_image, warmup_cosine
+from .data import epoch_loader, steps_per_epoch
+from .recon import fixed_samples, reconstruction_grid
+
+log = logging.getLogger(__name__)
+LAST = "checkpoint-last.pth"
+FINAL = "fmae.pth"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Meter:
+    """Device-side sums between two host syncs, and the host timings of the same span."""
+
+    loss: torch.Tensor
+    steps: int = 0
+    images: int = 0
+    wait: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def on(cls, device: torch.device) -> Meter:
+        return cls(torch.zeros((), device=device))
+
+
+def fingerprint(params: Params, shards: ShardSet, world_size: int) -> str:
+    """What a checkpoint must share with this run to be resumed from (not logging or compile)."""
+    cfg = {k: v for k, v in params.to_dict()["pretrain"].items() if k not in ("save_every", "log_every", "compile")}
+    blob = json.dumps([params.model.name, params.model.img_size, cfg, dict(zip(shards.shards, shards.sizes)), world_size], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain fp32 on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def init_from(model: MaskedAutoencoder, path: str) -> None:
+    """Start from a released FMAE/MAE checkpoint (full or encoder-only)."""
+    report = checkpoint.load_into(model, checkpoint.read(path)["model"])
+    log.info("pretrain.init %s: %s", path, report.summary())
+    if not report.matched:
+        raise checkpoint.CheckpointError(f"{path}: no tensor fits {model.encoder_name}; is it a ViT MAE checkpoint?")
+
+
+def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_after: int | None = None) -> dict:
+    """Train, checkpoint and log; return the final metrics. ``stop_after`` ends after that epoch
+    (1-based) as if the run had been killed there (used to test resuming)."""
+    cfg = params.pretrain
+    ctx = distributed.setup()
+    check_workers(shards, cfg.workers, ctx.world_size, "pretrain.workers")
+    torch.manual_seed(cfg.seed)
+    model = build_mae(params.model, cfg).to(ctx.device)
+    if cfg.init:
+        init_from(model, cfg.init)
+
+    micro = steps_per_epoch(shards, cfg.batch_size, ctx.world_size)
+    updates = max(1, micro // cfg.accum_steps)
+    micro = updates * cfg.accum_steps
+    eff_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
+    opt = adamw(model, scaled_lr(cfg.blr, eff_batch), cfg.weight_decay, (0.9, 0.95), device=ctx.device)
+    sched = warmup_cosine(opt, updates * cfg.epochs, updates * cfg.warmup_epochs)
+
+    fp = fingerprint(params, shards, ctx.world_size)
+    start_epoch, summary = _resume(out_dir / LAST, fp, model, opt)
+    flops = train_flops_per_image(model, torch.randn(2, 3, *model.patch_embed.img_size, device=ctx.device))
+    peak = peak_flops(ctx.device)
+    samples = fixed_samples(shards.urls()[0], 8, model.patch_embed.img_size[0]) if ctx.is_main else None
+
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    if start_epoch >= cfg.epochs and ctx.is_main:
+        log.info("%s already holds all %d epochs of these settings", out_dir / LAST, cfg.epochs)
+        _save(out_dir, model, opt, cfg.epochs - 1, params, fp, summary, final=True)
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(seed_for(cfg.seed, epoch, ctx.rank))
+        loader = epoch_loader(shards, epoch=epoch, seed=cfg.seed, batch_size=cfg.batch_size,
+                              image_size=model.patch_embed.img_size[0], workers=cfg.workers,
+                              shuffle_buffer=cfg.shuffle_buffer, augment=cfg.augment, steps=micro,
+                              pin_memory=ctx.device.type == "cuda")
+        epoch_meter, meter = Meter.on(ctx.device), Meter.on(ctx.device)
+        bar = tqdm(total=updates, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", disable=not ctx.is_main,
+                   mininterval=5)
+        tick = time.perf_counter()
+        for i, batch in enumerate(loader):
+            meter.wait += time.perf_counter() - tick
+            x = normalize(batch, ctx.device)
+            boundary = (i + 1) % cfg.accum_steps == 0
+            with distributed.no_sync(net, not boundary), autocast(ctx.device):
+                loss = net(x)[0]
+            (loss / cfg.accum_steps).backward()
+            meter.loss += loss.detach()
+            meter.steps += 1
+            meter.images += x.shape[0] * ctx.world_size
+            if boundary:
+                update = epoch * updates + (i + 1) // cfg.accum_steps
+                sched.step_update(update - 1)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                bar.update()
+                if update % cfg.log_every == 0:
+                    row = _sync(meter, ctx, flops, peak)
+                    row["lr"] = opt.param_groups[0]["lr"]
+                    _log(live, update, row, "train/")
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
+                    _merge(epoch_meter, meter)
+                    meter = Meter.on(ctx.device)
+            tick = time.perf_counter()
+        bar.close()
+        _merge(epoch_meter, meter)
+        summary = _sync(epoch_meter, ctx, flops, peak)
+        summary |= {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "images_seen": (epoch + 1) * micro * cfg.batch_size * ctx.world_size}
+        last = epoch + 1 == cfg.epochs or epoch + 1 == stop_after
+        if ctx.is_main:
+            if (epoch + 1) % cfg.save_every == 0 or last:
+                _save(out_dir, model, opt, epoch, params, fp, summary, final=epoch + 1 == cfg.epochs)
+            _log(live, (epoch + 1) * updates, {k: v for k, v in summary.items() if k != "epoch"}, "epoch/")
+            if live is not None:
+                live.log_image(f"recon/epoch_{epoch + 1:03d}.png", reconstruction_grid(model, samples, cfg.seed))
+        distributed.barrier()
+        if epoch + 1 == stop_after:
+            break
+    distributed.teardown()
+    return summary
+
+
+def _resume(path: Path, fp: str, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, dict]:
+    """Load ``path`` if a run of the same settings wrote it; return (epoch to start at, its metrics)."""
+    if not path.is_file():
+        return 0, {}
+    ckpt = checkpoint.read(path)
+    if ckpt.get("fingerprint") != fp:
+        log.warning("%s was written with other settings or data: starting afresh (it will be overwritten)", path)
+        return 0, {}
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    log.info("resuming from %s after epoch %d", path, ckpt["epoch"] + 1)
+    return ckpt["epoch"] + 1, ckpt.get("summary", {})
+
+
+def _save(out_dir: Path, model: MaskedAutoencoder, opt, epoch: int, params: Params, fp: str, summary: dict,
+          final: bool) -> None:
+    """The resumable container (``scaler`` is None: bf16 needs no loss scaling) and, at the end,
+    the shareable weights: full MAE keys (encoder + decoder), no optimiser state."""
+    state = model.state_dict()
+    checkpoint.save_atomic({"model": state, "optimizer": opt.state_dict(), "epoch": epoch, "scaler": None,
+                            "params": params.to_dict(), "fingerprint": fp, "summary": summary}, out_dir / LAST)
+    if final:
+        checkpoint.save_atomic({"model": state, "epoch": epoch, "params": params.to_dict()}, out_dir / FINAL)
+
+
+def _merge(total: Meter, part: Meter) -> None:
+    total.loss += part.loss
+    total.steps += part.steps
+    total.images += part.images
+    total.wait += part.wait
+
+
+def _sync(meter: Meter, ctx: distributed.Context, flops: float, peak: float | None) -> dict:
+    """The one host sync of a logging span: mean loss over processes, throughput, NaN check."""
+    loss = distributed.all_reduce_mean(meter.loss / max(meter.steps, 1)).item()
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"pretraining loss is {loss} after {meter.steps} steps of this span; stopping. "
+                               "The last good checkpoint is kept; lower pretrain.blr or check the input shards.")
+    seconds = max(time.perf_counter() - meter.start, 1e-9)
+    row = {"loss": loss, "images_per_s": meter.images / seconds, "data_wait_fraction": min(1.0, meter.wait / seconds)}
+    if peak:
+        row["mfu"] = flops * meter.images / seconds / (peak * ctx.world_size)
+    return row
+
+
+def _log(live, step: int, row: dict, prefix: str) -> None:
+    if live is None:
+        return
+    live.step = step
+    for key, value in row.items():
+        live.log_metric(prefix + key, value)
