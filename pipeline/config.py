@@ -240,6 +240,7 @@ class PretrainConfig:
 @dataclass(frozen=True)
 class AUDatasetConfig:
     root: str
+    frame_offset: int  # image frame = label frame + offset (DISFA: -1, 0-based decoded video frames)
 
     def __post_init__(self):
         check(bool(self.root), "root", self.root, "a path to the dataset's root folder")
@@ -251,11 +252,23 @@ class AUConfig:
     bp4dplus: AUDatasetConfig
     disfa: AUDatasetConfig
     unknown_policy: Literal["negative", "mask"]  # BP4D/BP4D+ code 9
+    frame_step: int  # keep every n-th labelled frame of each sequence (1 = all, as the paper)
+    crop_size: int  # side of the stored face crops
+    box_margin: float  # box expansion per side, as a fraction of its width/height
+    workers: int  # processes cropping frames
+
+    def __post_init__(self):
+        check(self.frame_step >= 1, "frame_step", self.frame_step, "an integer >= 1 (1 = every labelled frame)")
+        check(self.crop_size >= 32, "crop_size", self.crop_size, "an integer >= 32 (paper: 224)")
+        check(0 <= self.box_margin < 1, "box_margin", self.box_margin, "a number in [0, 1) (paper: 0.05)")
+        check(self.workers >= 1, "workers", self.workers, "an integer >= 1")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     datasets: tuple[str, ...]
+    folds: tuple[int, ...]
+    init: str  # "pretrain" = the pretrain stage's weights, or a path to a released checkpoint
     epochs: int
     warmup_epochs: int
     batch_size: int
@@ -265,10 +278,21 @@ class FinetuneConfig:
     selection: Literal["validation", "paper"]
     val_fraction: float
     seed: int
+    workers: int  # data loader processes per training process
 
     def __post_init__(self):
+        from .au.folds import FOLDS
+
         for i, name in enumerate(self.datasets):
             check(name in AU_DATASETS, f"datasets.{i}", name, f"one of {', '.join(AU_DATASETS)}")
+        for i, fold in enumerate(self.folds):
+            for name in self.datasets:
+                check(1 <= fold <= len(FOLDS[name]), f"folds.{i}", fold,
+                      f"a fold of every listed dataset ({name} has folds 1-{len(FOLDS[name])}; BP4D+ has 4, "
+                      "so cross-validate it in its own run: datasets [bp4dplus], folds [1, 2, 3, 4])")
+        check(bool(self.folds) and len(set(self.folds)) == len(self.folds), "folds", list(self.folds), "a non-empty list without repeats")
+        check(bool(self.init), "init", self.init, "'pretrain' or a checkpoint path")
+        check(self.workers >= 0, "workers", self.workers, "an integer >= 0")
         check(len(set(self.datasets)) == len(self.datasets), "datasets", list(self.datasets), "no repeated dataset")
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")

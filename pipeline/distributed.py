@@ -83,6 +83,13 @@ def no_sync(model: torch.nn.Module, skip: bool):
     return contextlib.nullcontext()
 
 
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain fp32 on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside a DDP (or compiled) wrapper: the one whose state dict is saved."""
     model = getattr(model, "_orig_mod", model)

@@ -26,6 +26,8 @@ TINY_STAGES = {
     "model.img_size": 64,
     "pretrain.decoder_dim": 64, "pretrain.decoder_depth": 1, "pretrain.decoder_heads": 2,
     "pretrain.epochs": 1, "pretrain.batch_size": 8, "pretrain.workers": 1, "pretrain.log_every": 2,
+    "au.frame_step": 1, "au.workers": 1,
+    "finetune.epochs": 1, "finetune.batch_size": 4, "finetune.workers": 0,
 }
 
 NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")

@@ -47,7 +47,8 @@ def project(tmp_path):
 @pytest.mark.slow
 def test_repro_twice_second_run_reruns_only_scan(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
-    for stage in ("synthesize", "scan", "curate", "pretrain"):
+    for stage in ("synthesize", "scan", "curate", "pretrain", "prepare@bp4d", "finetune@bp4d-1", "finetune@bp4d-3",
+                  "finetune_fmae@bp4d-2"):
         assert f"Running stage '{stage}'" in first
     assert (project / "data/raw/truth/world.json").is_file() and (project / "reports/synth_aus.png").is_file()
     assert list((project / "data/face9m/shards").glob("face9m-*.tar"))
@@ -57,11 +58,22 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     assert "Stage 'synthesize' didn't change, skipping" in second
     assert "Stage 'curate' didn't change, skipping" in second
     assert "Stage 'pretrain' didn't change, skipping" in second
+    assert "Stage 'finetune@bp4d-2' didn't change, skipping" in second
     status = _run([str(BIN / "dvc"), "status"], project)
     assert "always changed" in status and "curate" not in status and "synthesize" not in status
     assert "pretrain" not in status
     metrics = _run([str(BIN / "dvc"), "metrics", "show"], project)
     assert "sources.celeba.kept" in metrics and "pretrain.loss" in metrics
+    assert "models/au/iat/bp4d/fold3/metrics.json" in metrics and "test_f1_selected" in metrics
     _run([str(BIN / "dvc"), "plots", "show", "--out", "plots"], project)
     html = (project / "plots" / "index.html").read_text()
     assert "Pretraining loss" in html and "epoch_001.png" in html
+
+
+@pytest.mark.slow
+def test_lambda_experiment_reruns_only_the_iat_stages(project):
+    _run([str(BIN / "dvc"), "repro"], project)
+    out = _run([str(BIN / "dvc"), "exp", "run", "-S", "iat.lambda=1.0"], project)
+    assert "Running stage 'finetune@bp4d-1'" in out and "Running stage 'finetune@bp4d-3'" in out
+    for cached in ("curate", "pretrain", "prepare@bp4d", "finetune_fmae@bp4d-1"):
+        assert f"Running stage '{cached}'" not in out, cached

@@ -10,7 +10,6 @@ path as an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from .. import distributed
+from ..distributed import autocast
 from ..config import Params
 from ..data.images import normalize
 from ..data.shards import ShardSet, check_workers, seed_for
@@ -61,13 +61,6 @@ def fingerprint(params: Params, shards: ShardSet, world_size: int) -> str:
     cfg = {k: v for k, v in params.to_dict()["pretrain"].items() if k not in ("save_every", "log_every", "compile")}
     blob = json.dumps([params.model.name, params.model.img_size, cfg, dict(zip(shards.shards, shards.sizes)), world_size], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain fp32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def init_from(model: MaskedAutoencoder, path: str) -> None:

@@ -1,0 +1,171 @@
+"""Stage ``prepare`` (one per dataset): frame index + 224 px face crops as WebDataset shards.
+
+Writes ``data/au/<dataset>/``: ``index.parquet`` (subject, sequence, frame, image, AU labels,
+``subject_index`` over the dataset's whole subject vocabulary, and where each crop lies:
+``shard``, ``offset``, ``size`` of its JPEG inside the tar), ``shards/<dataset>-%06d.tar``
+(members ``<key>.jpg`` + ``<key>.json``), ``sizes.json``, ``skipped.csv`` (every labelled frame
+left out and why: no image, no face found, unreadable) and ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tarfile
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import webdataset as wds
+from tqdm import tqdm
+
+from .. import provenance
+from ..config import ConfigError, Params
+from .crops import HaarDetector, crop_face, read_boxes, smooth_boxes
+from .folds import subjects
+from .labels import apply_policy, au_columns, read_dataset
+
+OUT = Path("data/au")
+SHARD_SIZE = 1000
+JPEG_QUALITY = 95
+CODE = ("pipeline/au", "pipeline/config.py", "pipeline/provenance.py")
+log = logging.getLogger(__name__)
+
+
+def _read_frame(root: Path, image: str, cache: dict) -> np.ndarray | None:
+    """BGR pixels of one frame reference: ``path``, ``archive.zip:member`` or ``video.avi#index``."""
+    if "#" in image:
+        rel, index = image.rsplit("#", 1)
+        frames = cache.get(rel)
+        if frames is None:  # decode a video once per sequence, sequentially (seeking is unreliable)
+            cap, frames = cv2.VideoCapture(str(root / rel)), []
+            ok, frame = cap.read()
+            while ok:
+                frames.append(frame)
+                ok, frame = cap.read()
+            cap.release()
+            cache.clear()
+            cache[rel] = frames
+        i = int(index)
+        return frames[i] if i < len(frames) else None
+    if ".zip:" in image:
+        rel, member = image.split(":", 1)
+        with zipfile.ZipFile(root / rel) as zf:
+            data = zf.read(member)
+    else:
+        data = (root / image).read_bytes()
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def crop_sequence(root: str, rows: list[dict], boxes: dict | None, margin: float, size: int) -> list[tuple[int, bytes | str]]:
+    """(row id, JPEG bytes) per frame of one sequence, or (row id, reason) when it is skipped."""
+    root = Path(root)
+    cache: dict = {}
+    frames = [_read_frame(root, r["image"], cache) if r["image"] else None for r in rows]
+    if boxes is None:
+        detector = HaarDetector()
+        found = smooth_boxes([detector(f) if f is not None else None for f in frames])
+    else:
+        found = [boxes.get((r["subject"], r["sequence"], r["frame"])) for r in rows]
+    out = []
+    for r, frame, box in zip(rows, frames, found):
+        if not r["image"]:
+            out.append((r["row"], "no image for this label frame"))
+        elif frame is None:
+            out.append((r["row"], f"cannot decode {r['image']}"))
+        elif box is None:
+            out.append((r["row"], "no face found" if boxes is None else "no box in face_boxes.csv"))
+        else:
+            crop = crop_face(frame, box, margin, size)
+            out.append((r["row"], cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()))
+    return out
+
+
+def prepare(params: Params, dataset: str, out: Path) -> pd.DataFrame:
+    cfg = params.au
+    ds_cfg = getattr(cfg, dataset)
+    root = Path(ds_cfg.root)
+    if not root.is_dir():
+        raise ConfigError(f"au.{dataset}.root", ds_cfg.root, "an existing folder with the dataset")
+    labels = apply_policy(read_dataset(dataset, root, ds_cfg.frame_offset), dataset, cfg.unknown_policy)
+    vocab = subjects(dataset)
+    unknown = sorted(set(labels.subject) - set(vocab))
+    if unknown:
+        raise ValueError(f"{root}: subject(s) {unknown[:5]} are not in the {dataset} subject list of pipeline/au/folds.py")
+    labels = labels.sort_values(["subject", "sequence", "frame"], ignore_index=True)
+    position = labels.groupby(["subject", "sequence"]).cumcount()
+    labels = labels[position % cfg.frame_step == 0].reset_index(drop=True)  # every n-th labelled frame
+    labels["row"] = np.arange(len(labels))
+    labels["subject_index"] = labels.subject.map({s: i for i, s in enumerate(vocab)}).astype(np.int16)
+    box_table = read_boxes(root)
+    boxes = None if box_table is None else {
+        (s, q, int(f)): (x, y, w, h) for s, q, f, x, y, w, h in box_table.itertuples(index=False)}
+    if boxes is None:
+        log.info("%s: no face_boxes.csv, detecting faces with OpenCV's Haar cascade", root)
+
+    jobs = [g.to_dict("records") for _, g in labels.groupby(["subject", "sequence"], sort=True)]
+    crops: dict[int, bytes] = {}
+    skipped: list[tuple[int, str]] = []
+    with ProcessPoolExecutor(cfg.workers) as pool, tqdm(total=len(labels), desc=f"prepare {dataset}", unit="frame") as bar:
+        futures = [pool.submit(crop_sequence, str(root), job, _subset(boxes, job), cfg.box_margin, cfg.crop_size)
+                   for job in jobs]
+        for fut in futures:
+            for row, result in fut.result():
+                (skipped.append((row, result)) if isinstance(result, str) else crops.__setitem__(row, result))
+            bar.update(len(fut.result()))
+    kept = labels[labels.row.isin(crops)].reset_index(drop=True)
+    index = _write_shards(kept, crops, out / "shards", dataset)
+    skip = labels.set_index("row").loc[[r for r, _ in skipped], ["subject", "sequence", "frame", "image"]]
+    skip["reason"] = [why for _, why in skipped]
+    out.mkdir(parents=True, exist_ok=True)
+    skip.to_csv(out / "skipped.csv", index=False)
+    index.drop(columns=["row"]).to_parquet(out / "index.parquet", index=False)
+    sizes = index.groupby("shard").size().to_dict()
+    (out / "sizes.json").write_text(json.dumps({k: int(v) for k, v in sorted(sizes.items())}, indent=1) + "\n")
+    provenance.write(out / "provenance.json", f"prepare@{dataset}", params.to_dict(), CODE)
+    log.info("%s: %d frames cropped, %d skipped (see %s)", dataset, len(index), len(skip), out / "skipped.csv")
+    return index
+
+
+def _subset(boxes: dict | None, job: list[dict]) -> dict | None:
+    if boxes is None:
+        return None
+    return {k: boxes[k] for r in job if (k := (r["subject"], r["sequence"], r["frame"])) in boxes}
+
+
+def _write_shards(index: pd.DataFrame, crops: dict[int, bytes], folder: Path, dataset: str) -> pd.DataFrame:
+    """Tar shards of ``SHARD_SIZE`` crops; each JPEG's byte offset is recorded for random access."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.tar"):
+        old.unlink()
+    index = index.copy()
+    index["key"] = [f"{s}_{q}_{f:05d}".replace(".", "_") for s, q, f in zip(index.subject, index.sequence, index.frame)]
+    index["shard"] = [f"{dataset}-{i // SHARD_SIZE:06d}.tar" for i in range(len(index))]
+    labels = au_columns(dataset)
+    for shard, part in index.groupby("shard", sort=True):
+        tmp = folder / f".{shard}.tmp"
+        with wds.TarWriter(str(tmp), mtime=0) as tw:
+            for r in part.itertuples(index=False):
+                meta = {"subject": r.subject, "sequence": r.sequence, "frame": int(r.frame),
+                        "subject_index": int(r.subject_index), **{c: int(getattr(r, c)) for c in labels}}
+                tw.write({"__key__": r.key, "jpg": crops[r.row], "json": meta})
+        os.replace(tmp, folder / shard)
+    offsets = {}
+    for shard in sorted(index.shard.unique()):
+        with tarfile.open(folder / shard) as tar:
+            for m in tar:
+                if m.name.endswith(".jpg"):
+                    offsets[(shard, m.name[:-4])] = (m.offset_data, m.size)
+    index["offset"] = [offsets[(s, k)][0] for s, k in zip(index.shard, index.key)]
+    index["size"] = [offsets[(s, k)][1] for s, k in zip(index.shard, index.key)]
+    return index
+
+
+def run(params: Params, dataset: str | None = None, out: Path = OUT) -> None:
+    for name in [dataset] if dataset else params.finetune.datasets:
+        prepare(params, name, out / name)

@@ -1,0 +1,1 @@
+"""AU finetuning with identity adversarial training, per subject-exclusive fold (stage ``finetune``)."""

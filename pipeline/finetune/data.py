@@ -1,0 +1,89 @@
+"""Face crops of one dataset, read by random access from the prepare stage's shards.
+
+``index.parquet`` records each crop's byte offset inside its tar, so a map-style dataset can
+serve any subset of subjects (a fold's train, validation or test part) with ``os.pread``: the
+shards stay plain WebDataset tars and no crop is duplicated per fold.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from timm.data import create_transform
+from torchvision import transforms as T
+
+from ..au.folds import fold_split
+from ..au.labels import au_columns
+from ..data.images import IMAGENET_MEAN, IMAGENET_STD
+from ..data.shards import seed_for
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize, for new Pillow: RandAugment's ``inc1`` posterize can ask for 0 bits, which
+    Pillow < 11 turned into a black image and newer Pillow rejects; keep the old result."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    return Image.new(img.mode, img.size) if bits_to_keep <= 0 else ImageOps.posterize(img, bits_to_keep)
+
+
+def train_transform(size: int):
+    """The paper's: RandomResizedCrop(0.08-1, bicubic) + flip + RandAugment m9 + RandomErasing 0.25 (pixel)."""
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize
+    return create_transform(size, is_training=True, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5,
+                            auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic", re_prob=0.25,
+                            re_mode="pixel", re_count=1, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def eval_transform(size: int):
+    """Resize to size x size (no centre crop), as the released code tests."""
+    return T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+class Crops(torch.utils.data.Dataset):
+    """Rows of ``index`` -> (image tensor, AU labels float [A] with -1 unknown, subject index)."""
+
+    def __init__(self, folder: Path, index: pd.DataFrame, dataset: str, transform):
+        self.folder, self.index, self.transform = Path(folder), index.reset_index(drop=True), transform
+        self.labels = torch.from_numpy(self.index[au_columns(dataset)].to_numpy(np.float32))
+        self.subjects = torch.from_numpy(self.index.subject_index.to_numpy(np.int64))
+        self._files: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _read(self, i: int) -> bytes:
+        row = self.index.iloc[i]
+        fd = self._files.get(row.shard)
+        if fd is None:  # opened lazily, so each loader worker has its own descriptors
+            fd = self._files[row.shard] = os.open(self.folder / "shards" / row.shard, os.O_RDONLY)
+        return os.pread(fd, int(row["size"]), int(row.offset))
+
+    def __getitem__(self, i: int):
+        img = Image.open(io.BytesIO(self._read(i))).convert("RGB")
+        return self.transform(img), self.labels[i], self.subjects[i]
+
+
+def fold_parts(index: pd.DataFrame, dataset: str, fold: int, val_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
+    """``train``, ``val`` (a seeded, subject-exclusive share of the training subjects) and ``test``."""
+    train_subjects, test_subjects = fold_split(dataset, fold)
+    present = sorted(set(train_subjects) & set(index.subject))
+    rng = np.random.default_rng(seed_for(seed, fold))
+    n_val = max(1, int(round(len(present) * val_fraction))) if len(present) > 1 else 0
+    val_subjects = set(rng.choice(present, size=n_val, replace=False).tolist()) if n_val else set()
+    return {
+        "train": index[index.subject.isin(set(present) - val_subjects)],
+        "val": index[index.subject.isin(val_subjects)],
+        "test": index[index.subject.isin(test_subjects)],
+    }

@@ -1,0 +1,85 @@
+"""Stage ``finetune`` (``finetune@<dataset>-<fold>``, with IAT) and ``finetune_fmae`` (the plain
+FMAE baseline, no identity head): one subject-exclusive fold per DVC matrix instance.
+
+``fmae finetune --dataset bp4d --fold 1 [--variant fmae]``; N GPUs: ``torchrun --nproc-per-node N
+-m pipeline finetune --dataset bp4d --fold 1``. Writes ``models/au/<variant>/<dataset>/fold<k>/``:
+``checkpoint.pth`` (released container: ``model`` with ``fc_norm``/``head``/``ID_head``,
+``epoch``, ``params``), ``predictions.parquet`` (test frames, labels and probabilities),
+``metrics.json``, ``history.json`` and ``provenance.json``; dvclive logs in
+``dvclive/finetune/<variant>/<dataset>-<fold>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .. import provenance
+from ..au.folds import AUS
+from ..au.labels import au_columns
+from ..au.metrics import f1_per_au
+from ..config import ConfigError, Params
+from ..models import checkpoint
+from .train import Run, finetune
+
+DATA = Path("data/au")
+OUT = Path("models/au")
+LIVE = Path("dvclive/finetune")
+CODE = ("pipeline/finetune", "pipeline/models", "pipeline/au", "pipeline/data", "pipeline/optim.py",
+        "pipeline/distributed.py", "pipeline/config.py", "pipeline/provenance.py")
+
+
+def out_dir(run: Run, root: Path = OUT) -> Path:
+    return root / run.variant / run.dataset / f"fold{run.fold}"
+
+
+def run(params: Params, dataset: str | None = None, fold: int | None = None, variant: str = "iat",
+        data_root: Path = DATA, out_root: Path = OUT, live_root: Path = LIVE) -> dict | None:
+    if dataset is None or fold is None:
+        raise ConfigError("--dataset/--fold", (dataset, fold), "both, e.g. fmae finetune --dataset bp4d --fold 1", "command line")
+    job = Run(dataset, fold, variant)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    live = None
+    if is_main:
+        from dvclive import Live
+
+        live = Live(str(live_root / variant / job.name), save_dvc_exp=False, dvcyaml=None, report=None)
+    try:
+        result = finetune(params, job, data_root / dataset, live)
+    finally:
+        if live is not None:
+            live.end()
+    if not is_main:
+        return None
+    return write_outputs(params, job, result, out_dir(job, out_root))
+
+
+def write_outputs(params: Params, job: Run, result: dict, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    sel = result["selection"]
+    probs, test = result["test_probs"], result["test_index"]
+    cols = au_columns(job.dataset)
+    labels = test[cols].to_numpy()
+    f1_sel, f1_half = f1_per_au(labels, probs, sel["threshold"]), f1_per_au(labels, probs, 0.5)
+    preds = test[["subject", "sequence", "frame", "subject_index", *cols]].reset_index(drop=True)
+    for k, au in enumerate(AUS[job.dataset]):
+        preds[f"prob_au{au}"] = probs[:, k].astype(np.float32)
+    preds.to_parquet(out / "predictions.parquet", index=False)
+    checkpoint.save_atomic({"model": result["model"].state_dict(), "epoch": sel["epoch"] - 1, "params": params.to_dict(),
+                            "selection": sel, "optimizer": None, "scaler": None}, out / "checkpoint.pth")
+    metrics = {
+        "protocol": sel["protocol"], "optimistic": sel["optimistic"], "lambda": result["lambda"],
+        "selected_epoch": sel["epoch"], "selected_threshold": sel["threshold"],
+        "test_f1_selected": float(f1_sel.mean()), "test_f1_at_0.5": float(f1_half.mean()),
+        "per_au": {f"au{au}": {"f1_selected": float(a), "f1_at_0.5": float(b)}
+                   for au, a, b in zip(AUS[job.dataset], f1_sel, f1_half)},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "history.json").write_text(json.dumps({"history": result["history"], "subjects": result["subjects"],
+                                                  "init": {k: len(v) for k, v in result["init_report"].items()}},
+                                                 indent=1) + "\n")
+    provenance.write(out / "provenance.json", f"finetune@{job.name} ({job.variant})", params.to_dict(), CODE)
+    return metrics
