@@ -56,8 +56,8 @@ class Crops(torch.utils.data.Dataset):
 
     def __init__(self, folder: Path, index: pd.DataFrame, dataset: str, transform):
         self.folder, self.index, self.transform = Path(folder), index.reset_index(drop=True), transform
-        self.labels = torch.from_numpy(self.index[au_columns(dataset)].to_numpy(np.float32))
-        self.subjects = torch.from_numpy(self.index.subject_index.to_numpy(np.int64))
+        self.labels = torch.tensor(self.index[au_columns(dataset)].to_numpy(np.float32))
+        self.subjects = torch.tensor(self.index.subject_index.to_numpy(np.int64))
         self._files: dict[str, int] = {}
 
     def __len__(self) -> int:
