@@ -9,7 +9,6 @@ left out and why: no image, no face found, unreadable) and ``provenance.json``.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -55,8 +54,10 @@ def _read_frame(root: Path, image: str, cache: dict) -> np.ndarray | None:
         return frames[i] if i < len(frames) else None
     if ".zip:" in image:
         rel, member = image.split(":", 1)
-        with zipfile.ZipFile(root / rel) as zf:
-            data = zf.read(member)
+        zf = cache.get(rel)
+        if zf is None:  # one open archive per sequence, not one per frame
+            zf = cache[rel] = zipfile.ZipFile(root / rel)
+        data = zf.read(member)
     else:
         data = (root / image).read_bytes()
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -67,6 +68,9 @@ def crop_sequence(root: str, rows: list[dict], boxes: dict | None, margin: float
     root = Path(root)
     cache: dict = {}
     frames = [_read_frame(root, r["image"], cache) if r["image"] else None for r in rows]
+    for handle in cache.values():
+        if isinstance(handle, zipfile.ZipFile):
+            handle.close()
     if boxes is None:
         detector = HaarDetector()
         found = smooth_boxes([detector(f) if f is not None else None for f in frames])
@@ -115,9 +119,13 @@ def prepare(params: Params, dataset: str, out: Path) -> pd.DataFrame:
         futures = [pool.submit(crop_sequence, str(root), job, _subset(boxes, job), cfg.box_margin, cfg.crop_size)
                    for job in jobs]
         for fut in futures:
-            for row, result in fut.result():
-                (skipped.append((row, result)) if isinstance(result, str) else crops.__setitem__(row, result))
-            bar.update(len(fut.result()))
+            results = fut.result()
+            for row, result in results:
+                if isinstance(result, str):
+                    skipped.append((row, result))
+                else:
+                    crops[row] = result
+            bar.update(len(results))
     kept = labels[labels.row.isin(crops)].reset_index(drop=True)
     index = _write_shards(kept, crops, out / "shards", dataset)
     skip = labels.set_index("row").loc[[r for r, _ in skipped], ["subject", "sequence", "frame", "image"]]
