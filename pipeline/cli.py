@@ -20,6 +20,7 @@ STAGES = {
     "pretrain": ("pipeline.pretrain.stage", "MAE pretraining of the ViT on the Face9M shards (torchrun for DDP)"),
     "prepare": ("pipeline.au.prepare", "AU frame index and face-crop shards of one dataset (--dataset)"),
     "finetune": ("pipeline.finetune.stage", "AU finetuning of one fold (--dataset, --fold, --variant iat|fmae)"),
+    "evaluate": ("pipeline.evaluate.stage", "F1 tables over folds, identity probe, t-SNE, learning curves, report"),
 }
 
 

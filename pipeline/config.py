@@ -319,12 +319,16 @@ class EvaluateConfig:
     probe_train_frames: int
     probe_test_frames: int
     probe_epochs: int
+    probe_lr: float
+    probe_batch_size: int
     tsne_subjects: int
 
     def __post_init__(self):
         check(self.probe_train_frames >= 1, "probe_train_frames", self.probe_train_frames, "an integer >= 1")
         check(self.probe_test_frames >= 1, "probe_test_frames", self.probe_test_frames, "an integer >= 1")
         check(self.probe_epochs >= 1, "probe_epochs", self.probe_epochs, "an integer >= 1")
+        check(self.probe_lr > 0, "probe_lr", self.probe_lr, "a number > 0")
+        check(self.probe_batch_size >= 1, "probe_batch_size", self.probe_batch_size, "an integer >= 1")
         check(self.tsne_subjects >= 2, "tsne_subjects", self.tsne_subjects, "an integer >= 2")
 
 

@@ -3,6 +3,7 @@ always-run `scan`, whose unchanged manifest leaves everything after it cached.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ def project(tmp_path):
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
-        if (ROOT / rel).is_file() and not rel.startswith(("reports/", "dvc.lock")):
+        if (ROOT / rel).is_file() and not rel.startswith(("reports/", "plots/", "dvc.lock")):
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, tmp_path / rel)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
@@ -48,7 +49,7 @@ def project(tmp_path):
 def test_repro_twice_second_run_reruns_only_scan(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
     for stage in ("synthesize", "scan", "curate", "pretrain", "prepare@bp4d", "finetune@bp4d-1", "finetune@bp4d-3",
-                  "finetune_fmae@bp4d-2"):
+                  "finetune_fmae@bp4d-2", "evaluate"):
         assert f"Running stage '{stage}'" in first
     assert (project / "data/raw/truth/world.json").is_file() and (project / "reports/synth_aus.png").is_file()
     assert list((project / "data/face9m/shards").glob("face9m-*.tar"))
@@ -59,15 +60,24 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     assert "Stage 'curate' didn't change, skipping" in second
     assert "Stage 'pretrain' didn't change, skipping" in second
     assert "Stage 'finetune@bp4d-2' didn't change, skipping" in second
+    assert "Stage 'evaluate' didn't change, skipping" in second
     status = _run([str(BIN / "dvc"), "status"], project)
     assert "always changed" in status and "curate" not in status and "synthesize" not in status
     assert "pretrain" not in status
     metrics = _run([str(BIN / "dvc"), "metrics", "show"], project)
     assert "sources.celeba.kept" in metrics and "pretrain.loss" in metrics
     assert "models/au/iat/bp4d/fold3/metrics.json" in metrics and "test_f1_selected" in metrics
-    _run([str(BIN / "dvc"), "plots", "show", "--out", "plots"], project)
-    html = (project / "plots" / "index.html").read_text()
+    assert "bp4d.iat.f1_mean" in metrics and "bp4d.fmae.au12.f1" in metrics and "bp4d.iat.fold1.f1_mean" in metrics
+    assert "bp4d.iat.top1" in metrics and "bp4d.chance" in metrics
+    au = json.loads((project / "metrics/au.json").read_text())
+    assert au["protocol"] == "validation" and au["optimistic"] is False
+    assert {"f1_mean", "f1_05_mean", "auc_mean", "f1_constant_mean"} <= set(au["bp4d"]["iat"])
+    assert "| Method | AU1 |" in (project / "reports/au.md").read_text()
+    _run([str(BIN / "dvc"), "plots", "show", "--out", "dvc_plots"], project)
+    html = (project / "dvc_plots" / "index.html").read_text()
     assert "Pretraining loss" in html and "epoch_001.png" in html
+    for name in ("f1_per_epoch", "identity_probe", "tsne", "per_au_f1", "id_train_accuracy"):
+        assert f"bp4d_{name}.png" in html, name
 
 
 @pytest.mark.slow
@@ -75,5 +85,6 @@ def test_lambda_experiment_reruns_only_the_iat_stages(project):
     _run([str(BIN / "dvc"), "repro"], project)
     out = _run([str(BIN / "dvc"), "exp", "run", "-S", "iat.lambda=1.0"], project)
     assert "Running stage 'finetune@bp4d-1'" in out and "Running stage 'finetune@bp4d-3'" in out
+    assert "Running stage 'evaluate'" in out
     for cached in ("curate", "pretrain", "prepare@bp4d", "finetune_fmae@bp4d-1"):
         assert f"Running stage '{cached}'" not in out, cached

@@ -1,0 +1,1 @@
+"""Evaluation: per-AU F1 tables over folds, the identity probe, t-SNE and learning dynamics."""

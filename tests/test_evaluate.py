@@ -1,0 +1,169 @@
+"""Evaluation: metrics against scikit-learn, fold aggregation, the identity probe, figures, report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import f1_score, roc_auc_score
+
+from pipeline.au.folds import AUS
+from pipeline.au.metrics import THRESHOLDS, auc_per_au, best_threshold, f1_per_au
+from pipeline.evaluate import figures, report
+from pipeline.evaluate.probe import linear_probe, probe_split
+from pipeline.evaluate.scores import score_fold, summarise
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_f1_threshold_sweep_and_auc_match_scikit_learn(rng):
+    labels = (rng.random((500, 6)) < [0.1, 0.3, 0.5, 0.2, 0.05, 0.4]).astype(int)
+    probs = np.clip(labels * 0.3 + rng.random((500, 6)) * 0.7, 0, 1)
+    probs[:10, 0] = 0.5  # ties
+    for t in (0.2, 0.5, 0.77):
+        want = [f1_score(labels[:, a], probs[:, a] >= t, zero_division=0) for a in range(6)]
+        np.testing.assert_allclose(f1_per_au(labels, probs, t), want)
+    want_auc = [roc_auc_score(labels[:, a], probs[:, a]) for a in range(6)]
+    np.testing.assert_allclose(auc_per_au(labels, probs), want_auc)
+    sweep = [np.mean([f1_score(labels[:, a], probs[:, a] >= t, zero_division=0) for a in range(6)]) for t in THRESHOLDS]
+    thr, best = best_threshold(labels, probs)
+    assert best == pytest.approx(max(sweep)) and thr == THRESHOLDS[int(np.argmax(sweep))]
+
+
+def test_unknown_labels_are_left_out_like_dropping_the_rows(rng):
+    labels = (rng.random((200, 3)) < 0.4).astype(int)
+    probs = rng.random((200, 3))
+    masked = labels.copy()
+    masked[::7, 1] = -1
+    keep = masked[:, 1] >= 0
+    assert f1_per_au(masked, probs)[1] == pytest.approx(f1_score(labels[keep, 1], probs[keep, 1] >= 0.5))
+    assert auc_per_au(masked, probs)[1] == pytest.approx(roc_auc_score(labels[keep, 1], probs[keep, 1]))
+
+
+def _predictions(dataset: str, labels: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    cols = [f"au{a}" for a in AUS[dataset]]
+    df = pd.DataFrame(labels, columns=cols)
+    for k, c in enumerate(cols):
+        df[f"prob_{c}"] = probs[:, k]
+    return df
+
+
+def test_fold_aggregation_on_hand_made_predictions():
+    """Two DISFA folds: F1 per AU per fold, then the mean over folds per AU, then over AUs."""
+    n_au = len(AUS["disfa"])
+    y1 = np.tile([[1], [1], [0], [0]], (1, n_au))
+    p1 = np.tile([[0.9], [0.2], [0.1], [0.1]], (1, n_au))  # fold 1 at 0.5: tp 1, fn 1 -> F1 2/3 for every AU
+    y2 = np.tile([[1], [0], [0], [0]], (1, n_au))
+    p2 = np.tile([[0.9], [0.8], [0.1], [0.1]], (1, n_au))  # fold 2 at 0.5: tp 1, fp 1 -> 2/3; at 0.85: 1.0
+    p2[:, 0] = [0.9, 0.1, 0.1, 0.1]  # AU1 perfect in fold 2
+    f1 = score_fold(_predictions("disfa", y1, p1), "disfa", 1, 0.5, 3)
+    f2 = score_fold(_predictions("disfa", y2, p2), "disfa", 2, 0.85, 5)
+    np.testing.assert_allclose(f1.f1, 2 / 3)
+    np.testing.assert_allclose(f2.f1, 1.0)
+    assert f2.f1_05[0] == 1.0 and f2.f1_05[1] == pytest.approx(2 / 3)
+    np.testing.assert_allclose(f1.f1_constant, 2 / 3)  # all-positive: tp 2, fp 2
+    m = summarise("disfa", [f1, f2])
+    assert m["f1_mean"] == pytest.approx((2 / 3 + 1) / 2, abs=1e-4)
+    assert m["au1"]["f1_05"] == pytest.approx((2 / 3 + 1) / 2, abs=1e-4)
+    assert m["au2"]["f1_05"] == pytest.approx(2 / 3, abs=1e-4)
+    assert m["fold2"] == {"f1_mean": 1.0, "f1_05_mean": pytest.approx((1 + (n_au - 1) * 2 / 3) / n_au, abs=1e-4),
+                          "auc_mean": 1.0, "threshold": 0.85, "epoch": 5}
+    assert m["n_folds"] == 2 and m["auc_mean"] == pytest.approx(1.0)
+
+
+def test_summary_has_the_documented_keys():
+    n = len(AUS["bp4d"])
+    y = np.tile([[1], [0]], (3, n))
+    m = summarise("bp4d", [score_fold(_predictions("bp4d", y, np.full(y.shape, 0.6)), "bp4d", k, 0.5, 1) for k in (1, 2, 3)])
+    assert {"f1_mean", "f1_05_mean", "auc_mean", "f1_constant_mean", "n_folds"} <= set(m)
+    assert {f"au{a}" for a in AUS["bp4d"]} <= set(m) and set(m["au12"]) == {"f1", "f1_05", "auc"}
+    assert {"fold1", "fold2", "fold3"} <= set(m) and set(m["fold1"]) == {"f1_mean", "f1_05_mean", "auc_mean", "threshold", "epoch"}
+    assert m["auc_mean"] == 0.5  # constant scores: AUC 0.5
+
+
+def test_missing_prediction_columns_are_named():
+    with pytest.raises(ValueError, match="prob_au26"):
+        score_fold(_predictions("disfa", np.zeros((2, 8)), np.zeros((2, 8))).drop(columns="prob_au26"), "disfa", 1, 0.5, 1)
+
+
+def test_probe_split_draws_disjoint_frames_per_subject():
+    index = pd.DataFrame({"subject": ["A"] * 30 + ["B"] * 10 + ["C"] * 1, "frame": range(41)})
+    split = probe_split(index, 14, 6, seed=0)
+    train, test = split.train, split.test
+    assert not set(train.frame) & set(test.frame)
+    assert (train.subject == "A").sum() == 14 and (test.subject == "A").sum() == 6
+    assert (train.subject == "B").sum() == 7 and (test.subject == "B").sum() == 3  # 10 frames: 14:6 proportion
+    assert split.skipped == ("C",)
+
+
+def test_probe_finds_separable_identities_and_not_random_ones():
+    gen = torch.Generator().manual_seed(0)
+    subjects = np.repeat(np.arange(10), 20)
+    centres = torch.randn(10, 32, generator=gen) * 3
+    feats = centres[subjects] + 0.3 * torch.randn(len(subjects), 32, generator=gen)
+    tr = np.tile(np.arange(20) < 14, 10)
+    acc = linear_probe(feats[tr], subjects[tr], feats[~tr], subjects[~tr], epochs=30, lr=1e-2, batch_size=32, seed=0)
+    assert len(acc) == 30 and acc[-1] > 0.97
+    noise = torch.randn(len(subjects), 32, generator=gen)
+    acc = linear_probe(noise[tr], subjects[tr], noise[~tr], subjects[~tr], epochs=30, lr=1e-2, batch_size=32, seed=0)
+    assert acc[-1] < 0.25  # chance is 0.1; 60 test frames
+
+
+def test_probe_rejects_test_subjects_without_training_frames():
+    x = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="no training frames"):
+        linear_probe(x[:2], np.array(["a", "a"]), x[2:], np.array(["a", "b"]), 1, 1e-3, 2, 0)
+
+
+def _valid_png(path):
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and min(img.size) > 100
+
+
+def test_figures_are_valid_pngs(tmp_path, rng):
+    curves = {"fmae": rng.random((3, 5)), "iat": rng.random((3, 4))}
+    _valid_png(figures.curves_figure(curves, tmp_path / "c.png", "t", "F1", hline=("chance", 0.1)))
+    xy = figures.tsne_2d(rng.normal(size=(40, 8)), seed=0)
+    assert xy.shape == (40, 2)
+    subj = np.repeat(np.array(["F001", "M002"]), 20)
+    _valid_png(figures.tsne_figure({"fmae": (xy, subj), "iat": (xy, subj)}, tmp_path / "t.png", "t"))
+    _valid_png(figures.per_au_figure(["AU1", "AU2"], {"fmae": [0.5, None], "iat": [0.6, 0.2]}, tmp_path / "b.png", "t",
+                                     floor=[0.4, 0.3]))
+
+
+def _au_metrics(fmae: float, iat: float, floor: float) -> dict:
+    def variant(f):
+        return {"f1_mean": f, "f1_05_mean": f, "auc_mean": 0.7, "f1_constant_mean": floor,
+                **{f"au{a}": {"f1": f, "f1_05": f, "auc": 0.7} for a in AUS["bp4d"]},
+                "fold1": {"f1_mean": f, "f1_05_mean": f, "auc_mean": 0.7, "threshold": 0.3, "epoch": 2}}
+    return {"fmae": variant(fmae), "iat": variant(iat)}
+
+
+def test_report_findings_follow_the_numbers_either_way():
+    ident = {"chance": 0.05, "fmae": {"top1": 0.8, "top1_epoch1": 0.3}, "iat": {"top1": 0.3, "top1_epoch1": 0.05}}
+    up = "\n".join(report.findings(_au_metrics(0.60, 0.62, 0.40), ident))
+    assert "IAT raised it by 2.0 points" in up and "lowered the identity" in up and "does not beat" not in up
+    worse = {**ident, "iat": {"top1": 0.9, "top1_epoch1": 0.5}}
+    down = "\n".join(report.findings(_au_metrics(0.403, 0.393, 0.40), worse))
+    assert "IAT lowered it by 1.0 points" in down and "did not lower" in down
+    assert "FMAE does not beat the all-positive predictor" in down and "FMAE-IAT does not beat" in down
+
+
+def test_report_lays_out_paper_table(params, tmp_path):
+    m = {"protocol": "paper", "optimistic": True, "bp4d": _au_metrics(0.6, 0.65, 0.4)}
+    ident = {"bp4d": {"chance": 0.024, "subjects": 41, "train_frames": 574, "test_frames": 246,
+                      "pretrained": {"top1": 0.9, "top1_epoch1": 0.2}, "fmae": {"top1": 0.8, "top1_epoch1": 0.3},
+                      "iat": {"top1": 0.3, "top1_epoch1": 0.05}}}
+    text = report.render(params, m, ident, {"bp4d": {"tsne": tmp_path / "t.png"}}, "ab" * 32)
+    header = next(line for line in text.splitlines() if line.startswith("| Method"))
+    assert header.split(" | ")[1:] == [f"AU{a}" for a in AUS["bp4d"]] + ["Avg. |"]
+    assert "| FMAE-IAT (paper, ViT-L, test-fold selection) |" in text and "| 67.1 |" in text
+    assert "optimistic" in text and "65.0" in text
+    assert "synthetic BP4D" in text  # the default params read the demo world
