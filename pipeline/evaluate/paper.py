@@ -19,6 +19,3 @@ F1_MEAN = {
 # Linear identity probe on frozen BP4D features (70 train / 30 test frames per subject), %.
 PROBE_TOP1 = {"fmae": 83.0, "iat": 27.9, "iat_epoch1": 4.6, "chance": 2.4}
 
-# BP4D fold 2, Table 5 (lambda -> F1) and Table 7 (identity-head layers at lambda 2 -> F1).
-LAMBDA_SWEEP = {0.0: 68.33, 0.02: 68.60, 1.0: 69.26, 2.0: 69.57, 3.0: 69.47}
-ID_HEAD_LAYERS = {1: 69.57, 2: 69.00, 3: 68.90}

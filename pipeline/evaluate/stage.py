@@ -148,7 +148,7 @@ def identity_analysis(params: Params, dataset: str, runs: dict[str, list[FoldRun
             tsne_feats[name] = feats
     keep = sorted(frames.subject.unique())[:cfg.tsne_subjects]
     sel = frames.subject.isin(keep).to_numpy()
-    panels = {name: (figures.tsne_2d(f[sel].numpy(), params.finetune.seed), frames.subject.to_numpy()[sel])
+    panels = {name: (figures.tsne_2d(f.numpy()[sel], params.finetune.seed), frames.subject.to_numpy()[sel])
               for name, f in tsne_feats.items()}
     probe_info = {"subjects": int(frames.subject.nunique()), "train_frames": n_train, "test_frames": len(split.test),
                   "chance": round(1 / frames.subject.nunique(), 4), "skipped_subjects": list(split.skipped)}
