@@ -53,6 +53,8 @@ def test_repro_twice_second_run_reruns_only_scan(project):
         assert f"Running stage '{stage}'" in first
     assert (project / "data/raw/truth/world.json").is_file() and (project / "reports/synth_aus.png").is_file()
     assert list((project / "data/face9m/shards").glob("face9m-*.tar"))
+    assert (project / "models/au/iat/bp4d/fold1/checkpoint.pth").is_file()
+    assert not list((project / "models/au").rglob("resume.pth")), "finished folds keep no resume file"
     second = _run([str(BIN / "dvc"), "repro"], project)
     # scan always runs (raw trees are not deps); an unchanged manifest leaves curate cached
     assert "Running stage 'scan'" in second

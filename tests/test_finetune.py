@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,11 +14,13 @@ from pipeline.au.folds import AUS, FOLDS, fold_split, subjects
 from pipeline.au.labels import UNKNOWN, apply_policy, read_occurrence_csv
 from pipeline.au.metrics import best_threshold, f1_per_au
 from pipeline.finetune.data import fold_parts
-from pipeline.finetune.train import au_loss, id_loss, load_backbone
+from pipeline.finetune.train import Run, au_loss, finetune, id_loss, load_backbone
 from pipeline.models import checkpoint
 from pipeline.models.au_detector import GRL, AUDetector
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.optim import adamw
+
+from .conftest import ROOT, TINY, TINY_STAGES
 
 
 def detector(lambda_=2.0, layers=1):
@@ -195,3 +199,50 @@ def test_loads_released_finetuned_iat_checkpoint(tmp_path):
     report = checkpoint.load_into(m, checkpoint.read(tmp_path / "iat.pth")["model"])
     assert not report.missing and not report.unexpected
     assert torch.equal(m.ID_head.weight, source.ID_head.weight) and torch.equal(m.head.weight, source.head.weight)
+
+
+# ---------------------------------------------------------------------------- resuming
+@pytest.fixture(scope="module")
+def tiny_fold(tiny_world, tmp_path_factory):
+    """(params, crops folder) of the tiny world's BP4D, prepared, with a random MAE as the init."""
+    from pipeline.au.prepare import prepare
+    from pipeline.config import load_params
+    from pipeline.models.mae import build_mae
+    from pipeline.synth.stage import au_root
+
+    _, out = tiny_world
+    base = tmp_path_factory.mktemp("finetune")
+    params = load_params(ROOT / "params.yaml", {**TINY, **TINY_STAGES, "synth.out_dir": str(out),
+                                                "au.bp4d.root": str(au_root(out, "bp4d")), "finetune.epochs": 3,
+                                                "finetune.init": str(base / "mae.pth")})
+    checkpoint.save_atomic({"model": build_mae(params.model, params.pretrain).state_dict()}, base / "mae.pth")
+    prepare(params, "bp4d", base / "bp4d")
+    return params, base / "bp4d"
+
+
+def _comparable(result: dict) -> tuple:
+    history = [{k: v for k, v in row.items() if k != "images_per_s"} for row in result["history"]]
+    return history, result["selection"], result["test_probs"].tolist()
+
+
+def test_killed_finetune_resumes_to_the_uninterrupted_result(tiny_fold, tmp_path):
+    params, crops = tiny_fold
+    run = Run("bp4d", 1, "iat")
+    whole = finetune(params, run, crops)
+    assert finetune(params, run, crops, resume=tmp_path / "resume.pth", stop_after=2) is None
+    saved = checkpoint.read(tmp_path / "resume.pth")
+    assert saved["epoch"] == 1 and [r["epoch"] for r in saved["history"]] == [1, 2]
+    resumed = finetune(params, run, crops, resume=tmp_path / "resume.pth")
+    assert _comparable(resumed) == _comparable(whole)
+    a, b = whole["model"].state_dict(), resumed["model"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_file_of_other_settings_is_not_used(tiny_fold, tmp_path, caplog):
+    params, crops = tiny_fold
+    run = Run("bp4d", 1, "iat")
+    finetune(params, run, crops, resume=tmp_path / "resume.pth", stop_after=1)
+    other = replace(params, finetune=replace(params.finetune, blr=params.finetune.blr * 2))
+    result = finetune(other, run, crops, resume=tmp_path / "resume.pth")
+    assert "other settings" in caplog.text
+    assert [r["epoch"] for r in result["history"]] == [1, 2, 3]

@@ -6,7 +6,9 @@ FMAE baseline, no identity head): one subject-exclusive fold per DVC matrix inst
 ``checkpoint.pth`` (released container: ``model`` with ``fc_norm``/``head``/``ID_head``,
 ``epoch``, ``params``), ``predictions.parquet`` (test frames, labels and probabilities),
 ``metrics.json``, ``history.json`` and ``provenance.json``; dvclive logs in
-``dvclive/finetune/<variant>/<dataset>-<fold>/``.
+``dvclive/finetune/<variant>/<dataset>-<fold>/``. While it runs, ``resume.pth`` beside them holds
+the last finished epoch (not a DVC output, so a killed run's file survives the next ``dvc repro``,
+which continues from it); it is removed once the outputs are written.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .train import Run, finetune
 DATA = Path("data/au")
 OUT = Path("models/au")
 LIVE = Path("dvclive/finetune")
+RESUME = "resume.pth"
 CODE = ("pipeline/finetune", "pipeline/models", "pipeline/au", "pipeline/data", "pipeline/optim.py",
         "pipeline/distributed.py", "pipeline/config.py", "pipeline/provenance.py")
 
@@ -48,13 +51,15 @@ def run(params: Params, dataset: str | None = None, fold: int | None = None, var
 
         live = Live(str(live_root / variant / job.name), save_dvc_exp=False, dvcyaml=None, report=None)
     try:
-        result = finetune(params, job, data_root / dataset, live)
+        result = finetune(params, job, data_root / dataset, live, resume=out_dir(job, out_root) / RESUME)
     finally:
         if live is not None:
             live.end()
     if not is_main:
         return None
-    return write_outputs(params, job, result, out_dir(job, out_root))
+    metrics = write_outputs(params, job, result, out_dir(job, out_root))
+    (out_dir(job, out_root) / RESUME).unlink(missing_ok=True)
+    return metrics
 
 
 def write_outputs(params: Params, job: Run, result: dict, out: Path) -> dict:

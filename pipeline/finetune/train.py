@@ -7,12 +7,20 @@ Model selection (``finetune.selection``):
 - ``paper``: each epoch is scored on the test fold, and the best epoch and best global threshold
   are taken from it, as the released code does: optimistic, and labelled so in every output.
 Test F1 at threshold 0.5 is reported either way.
+
+Resuming: after every epoch the main process writes a resumable container (weights, optimiser,
+the best epoch so far with its weights, the history) to ``resume``; a run of the same settings and
+data continues from it. Each epoch seeds its own sampling, augmentation and stochastic depth, so a
+resumed run ends with the same weights and history as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ from ..distributed import autocast
 from ..au.folds import AUS, subjects
 from ..au.metrics import best_threshold, f1_per_au
 from ..config import Params
+from ..data.shards import seed_for
 from ..models import checkpoint
 from ..models.au_detector import AUDetector
 from ..optim import adamw, scaled_lr, warmup_cosine
@@ -91,8 +100,25 @@ def predict(model: AUDetector, loader: DataLoader, device: torch.device) -> np.n
     return torch.cat(out).numpy()
 
 
-def finetune(params: Params, run: Run, data_dir: Path, live=None) -> dict:
-    """Train one fold; return the selection record, the test probabilities and the model."""
+def fingerprint(params: Params, run: Run, data_dir: Path, lambda_: float, world_size: int) -> str:
+    """What a resume file must share with this run: model, recipe, identity head, fold, the frame
+    index (labels and unknown policy included) and the initial weights (path, size, mtime)."""
+    p = params.to_dict()
+    recipe = {k: v for k, v in p["finetune"].items() if k != "workers"}
+    init = PRETRAINED if params.finetune.init == "pretrain" else Path(params.finetune.init)
+    stat = init.stat() if init.is_file() else None
+    blob = json.dumps([p["model"], recipe, p["iat"] if lambda_ else None, lambda_, run.dataset, run.fold, run.variant,
+                       hashlib.sha256((data_dir / "index.parquet").read_bytes()).hexdigest(),
+                       [str(init), stat.st_size, stat.st_mtime_ns] if stat else str(init), world_size], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def finetune(params: Params, run: Run, data_dir: Path, live=None, resume: Path | None = None,
+             stop_after: int | None = None) -> dict | None:
+    """Train one fold; return the selection record, the test probabilities and the model.
+
+    ``resume``: the resumable container to continue from and to write after every epoch.
+    ``stop_after`` ends after that epoch (1-based) as if killed there, returning None (tests)."""
     cfg, ctx = params.finetune, distributed.setup()
     lambda_ = params.iat.lambda_ if run.variant == "iat" else 0.0
     index = pd.read_parquet(data_dir / "index.parquet")
@@ -105,10 +131,12 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None) -> dict:
     report = load_backbone(model, cfg.init)
     size = params.model.img_size
     train_set = Crops(data_dir, parts["train"], run.dataset, train_transform(size))
+    order = torch.Generator()
     sampler = (DistributedSampler(train_set, seed=cfg.seed, drop_last=True) if ctx.distributed
-               else RandomSampler(train_set, generator=torch.Generator().manual_seed(cfg.seed)))
+               else RandomSampler(train_set, generator=order))
+    # Workers restart every epoch so that their augmentation seeds follow the epoch's seed.
     loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True,
-                        pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.workers > 0)
+                        pin_memory=ctx.device.type == "cuda", persistent_workers=False)
     evals = {k: DataLoader(Crops(data_dir, parts[k], run.dataset, eval_transform(size)), cfg.batch_size * 2,
                            num_workers=cfg.workers) for k in ("val", "test") if not parts[k].empty}
     if len(loader) == 0:
@@ -118,15 +146,21 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None) -> dict:
     opt = adamw(model, scaled_lr(cfg.blr, cfg.batch_size * ctx.world_size), cfg.weight_decay, (0.9, 0.999),
                 layer_decay=cfg.layer_decay, device=ctx.device)
     sched = warmup_cosine(opt, steps * cfg.epochs, steps * cfg.warmup_epochs, min_lr=1e-6)
+    fp = fingerprint(params, run, data_dir, lambda_, ctx.world_size)
+    first_epoch, best, history = _resume(resume, fp, model, opt, live)
     net = torch.nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
     pick = "val" if cfg.selection == "validation" else "test"
-    best: dict = {"score": -1.0}
-    history = []
-    for epoch in range(cfg.epochs):
+    for epoch in range(first_epoch, cfg.epochs):
+        seed = seed_for(cfg.seed, epoch, ctx.rank)
+        torch.manual_seed(seed)  # drop path, and the loader workers' seeds
+        random.seed(seed)  # with workers = 0, timm's RandAugment draws from random and NumPy here
+        np.random.seed(seed)
         if ctx.distributed:
             sampler.set_epoch(epoch)
+        else:
+            order.manual_seed(seed_for(cfg.seed, epoch))
         sums = torch.zeros(4, device=ctx.device)  # au loss, id loss, id correct, samples
-        start = time.perf_counter()
+        tick = time.perf_counter()
         for i, (x, y, subject) in enumerate(tqdm(loader, desc=f"{run.variant} {run.name} epoch {epoch + 1}/{cfg.epochs}",
                                                  disable=not ctx.is_main, mininterval=5)):
             sched.step_update(epoch * steps + i)
@@ -146,7 +180,7 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None) -> dict:
             sums[0] += loss_au.detach() * len(x)
             sums[3] += len(x)
         sums = distributed.all_reduce_sum(sums).cpu()
-        row = {"au_loss": float(sums[0] / sums[3]), "images_per_s": float(sums[3]) / (time.perf_counter() - start)}
+        row = {"au_loss": float(sums[0] / sums[3]), "images_per_s": float(sums[3]) / (time.perf_counter() - tick)}
         if lambda_:
             row |= {"id_loss": float(sums[1] / sums[3]), "id_train_accuracy": float(sums[2] / sums[3])}
         if ctx.is_main:
@@ -161,7 +195,12 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None) -> dict:
             history.append({"epoch": epoch + 1, **row})
             _log(live, epoch + 1, row)
             log.info("%s %s epoch %d: %s", run.variant, run.name, epoch + 1, {k: round(v, 4) for k, v in row.items()})
+            if resume is not None:
+                _save_resumable(resume, fp, model, opt, epoch, best, history)
         distributed.barrier()
+        if epoch + 1 == stop_after:
+            distributed.teardown()
+            return None
     result = None
     if ctx.is_main:
         model.load_state_dict(best.pop("state"))
@@ -174,6 +213,29 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None) -> dict:
                   "subjects": {k: sorted(v.subject.unique()) for k, v in parts.items()}}
     distributed.teardown()
     return result
+
+
+def _save_resumable(path: Path, fp: str, model: AUDetector, opt, epoch: int, best: dict, history: list[dict]) -> None:
+    probs = best.get("probs")
+    checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "scaler": None,
+                            "fingerprint": fp, "history": history,
+                            "best": {**best, "probs": None if probs is None else torch.from_numpy(probs)}}, path)
+
+
+def _resume(path: Path | None, fp: str, model: AUDetector, opt, live) -> tuple[int, dict, list[dict]]:
+    """(first epoch to run, best so far, history) from ``path`` if it fits this run, else a fresh start.
+    The history is logged again, so the new dvclive logs hold every epoch."""
+    ckpt = checkpoint.read_resumable(path, fp) if path is not None else None
+    if ckpt is None:
+        return 0, {"score": -1.0}, []
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    best = ckpt["best"]
+    if best.get("probs") is not None:
+        best["probs"] = best["probs"].numpy()
+    for row in ckpt["history"]:
+        _log(live, row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
+    return ckpt["epoch"] + 1, best, ckpt["history"]
 
 
 def _log(live, step: int, row: dict) -> None:

@@ -35,6 +35,20 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+def read_resumable(path: str | Path, fingerprint: str) -> dict[str, Any] | None:
+    """The container at ``path`` if a run of the same settings wrote it (its ``fingerprint``
+    matches), else None: no file, or one of other settings or data (warned; it gets overwritten)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    ckpt = read(path)
+    if ckpt.get("fingerprint") != fingerprint:
+        log.warning("%s was written with other settings or data: starting afresh (it will be overwritten)", path)
+        return None
+    log.info("resuming from %s after epoch %d", path, ckpt["epoch"] + 1)
+    return ckpt
+
+
 def read(path: str | Path) -> dict[str, Any]:
     """The container in ``path`` (a bare state dict comes back as ``{"model": it}``).
 

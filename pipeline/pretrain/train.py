@@ -158,15 +158,11 @@ def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_af
 
 def _resume(path: Path, fp: str, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, dict]:
     """Load ``path`` if a run of the same settings wrote it; return (epoch to start at, its metrics)."""
-    if not path.is_file():
-        return 0, {}
-    ckpt = checkpoint.read(path)
-    if ckpt.get("fingerprint") != fp:
-        log.warning("%s was written with other settings or data: starting afresh (it will be overwritten)", path)
+    ckpt = checkpoint.read_resumable(path, fp)
+    if ckpt is None:
         return 0, {}
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
-    log.info("resuming from %s after epoch %d", path, ckpt["epoch"] + 1)
     return ckpt["epoch"] + 1, ckpt.get("summary", {})
 
 
