@@ -8,7 +8,9 @@ and test subjects, next to the all-positive predictor's F1. The last line per mo
 F1 at the epoch and threshold chosen on validation subjects. ``vit`` is the finetuning model
 (``model.*`` params, initialised from ``models/fmae/fmae.pth`` when it exists, ``--random-init``
 otherwise); ``resnet18`` is timm's, from scratch: a reference with a convolutional inductive bias,
-not part of the pipeline. Uses CUDA (bf16) when present.
+not part of the pipeline. Uses CUDA (bf16) when present. The fold's frames are held in memory as
+float tensors (the demo's fold 1: ~120 MB); for a real dataset prepare a subsample
+(``au.frame_step``) into its own folder first.
 
 Reading the output: an AUC near 0.5 on test subjects while the training loss falls means the model
 memorises training subjects rather than learning AUs. On the CPU demo's world the ViT-Ti, whatever
@@ -48,13 +50,14 @@ def make_model(kind: str, params, dataset: str, n_aus: int, random_init: bool) -
     return model
 
 
-def scores(model, x: torch.Tensor, y: np.ndarray, device: torch.device) -> tuple[float, float, np.ndarray]:
+def scores(model, x: torch.Tensor, y: np.ndarray, device: torch.device) -> tuple[float, tuple[float, float], np.ndarray]:
+    """(mean ROC-AUC, (best global threshold, its mean F1), probabilities)."""
     model.eval()
     with torch.no_grad(), autocast(device):
         out = [model(x[i:i + 256].to(device)) for i in range(0, len(x), 256)]
     probs = torch.cat([torch.sigmoid((o[0] if isinstance(o, tuple) else o).float()).cpu() for o in out]).numpy()
     model.train()
-    return float(np.nanmean(auc_per_au(y, probs))), best_threshold(y, probs)[1], probs
+    return float(np.nanmean(auc_per_au(y, probs))), best_threshold(y, probs), probs
 
 
 def main() -> None:
@@ -98,10 +101,9 @@ def main() -> None:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 total += loss.item()
-            (val_auc, val_f1, val_probs), (test_auc, test_f1, test_probs) = (
+            (val_auc, (thr, val_f1), _), (test_auc, (_, test_f1), test_probs) = (
                 scores(model, data[k][0], data[k][1].numpy(), device) for k in ("val", "test"))
             if val_f1 > best[0]:
-                thr = best_threshold(data["val"][1].numpy(), val_probs)[0]
                 best = (val_f1, epoch + 1, float(f1_per_au(data["test"][1].numpy(), test_probs, thr).mean()))
             print(f"{kind} epoch {epoch + 1:3d}: train loss {total / steps:.3f} | val AUC {val_auc:.3f} F1 {val_f1:.3f} "
                   f"| test AUC {test_auc:.3f} F1 {test_f1:.3f}", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -225,14 +226,16 @@ def _comparable(result: dict) -> tuple:
     return history, result["selection"], result["test_probs"].tolist()
 
 
-def test_killed_finetune_resumes_to_the_uninterrupted_result(tiny_fold, tmp_path):
+def test_killed_finetune_resumes_to_the_uninterrupted_result(tiny_fold, tmp_path, caplog):
     params, crops = tiny_fold
     run = Run("bp4d", 1, "iat")
+    caplog.set_level(logging.INFO)
     whole = finetune(params, run, crops)
     assert finetune(params, run, crops, resume=tmp_path / "resume.pth", stop_after=2) is None
     saved = checkpoint.read(tmp_path / "resume.pth")
     assert saved["epoch"] == 1 and [r["epoch"] for r in saved["history"]] == [1, 2]
     resumed = finetune(params, run, crops, resume=tmp_path / "resume.pth")
+    assert "resuming from" in caplog.text
     assert _comparable(resumed) == _comparable(whole)
     a, b = whole["model"].state_dict(), resumed["model"].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -243,6 +246,7 @@ def test_resume_file_of_other_settings_is_not_used(tiny_fold, tmp_path, caplog):
     run = Run("bp4d", 1, "iat")
     finetune(params, run, crops, resume=tmp_path / "resume.pth", stop_after=1)
     other = replace(params, finetune=replace(params.finetune, blr=params.finetune.blr * 2))
+    caplog.set_level(logging.INFO)
     result = finetune(other, run, crops, resume=tmp_path / "resume.pth")
-    assert "other settings" in caplog.text
+    assert "other settings" in caplog.text and "resuming from" not in caplog.text
     assert [r["epoch"] for r in result["history"]] == [1, 2, 3]

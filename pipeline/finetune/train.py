@@ -216,10 +216,12 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None, resume: Path |
 
 
 def _save_resumable(path: Path, fp: str, model: AUDetector, opt, epoch: int, best: dict, history: list[dict]) -> None:
+    """The best epoch's weights are stored only when they are not the current ones (``state`` None)."""
     probs = best.get("probs")
+    best = {**best, "state": None if best["epoch"] == epoch + 1 else best["state"],
+            "probs": None if probs is None else torch.from_numpy(probs)}
     checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "scaler": None,
-                            "fingerprint": fp, "history": history,
-                            "best": {**best, "probs": None if probs is None else torch.from_numpy(probs)}}, path)
+                            "fingerprint": fp, "history": history, "best": best}, path)
 
 
 def _resume(path: Path | None, fp: str, model: AUDetector, opt, live) -> tuple[int, dict, list[dict]]:
@@ -231,6 +233,8 @@ def _resume(path: Path | None, fp: str, model: AUDetector, opt, live) -> tuple[i
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     best = ckpt["best"]
+    if best["state"] is None:  # the last saved epoch was the best one
+        best["state"] = copy.deepcopy(ckpt["model"])
     if best.get("probs") is not None:
         best["probs"] = best["probs"].numpy()
     for row in ckpt["history"]:
