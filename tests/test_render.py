@@ -47,13 +47,33 @@ def test_each_au_changes_only_its_region_and_more_with_intensity(au, person):
     assert all(b > a for a, b in zip(changes, changes[1:])), f"AU{au} not monotonic: {changes}"
 
 
-def test_au_effects_are_subtle():
-    """Even at intensity 5 an AU changes a small part of the face box."""
-    person = PEOPLE[0]
+STRONG_AUS = (1, 2, 4, 6, 10, 12, 17, 26)  # large, plainly visible movements at intensity E
+SUBTLE_AUS = (7, 14, 23, 24)  # lid tightener, dimpler, lip tightener and pressor: subtle, as in real data
+
+
+def _changed_fraction(person, au: int) -> float:
+    """Fraction of the face box whose pixels change by more than 24 grey levels (summed) at intensity 5."""
     neutral = _render(person, {})
-    for au in AUS:
-        changed = (np.abs(_render(person, {au: 5}) - neutral).sum(axis=2) > 24).mean()
-        assert changed < 0.05, (au, changed)
+    return float((np.abs(_render(person, {au: 5}) - neutral).sum(axis=2) > 24).sum() / POSE.size**2)
+
+
+def test_strong_aus_are_plainly_visible_and_subtle_ones_subtler():
+    changed = {au: np.mean([_changed_fraction(p, au) for p in PEOPLE]) for au in STRONG_AUS + SUBTLE_AUS}
+    assert min(changed[a] for a in STRONG_AUS) > 0.015, changed
+    assert max(changed[a] for a in SUBTLE_AUS) < min(changed[a] for a in STRONG_AUS), changed
+    assert changed[26] > 0.06, changed  # the jaw drop opens the mouth wide
+    assert max(changed.values()) < 0.15  # still an expression, not a different face
+
+
+def test_jaw_drop_opens_the_mouth_and_lips_part_show_the_teeth():
+    person = PEOPLE[0]
+    mouth = (slice(int(POSE.cy - 60 + 0.70 * 120), int(POSE.cy - 60 + 1.0 * 120)), slice(int(POSE.cx - 20), int(POSE.cx + 20)))
+    dark = lambda img: (img[mouth].sum(axis=2) < 200).sum()  # noqa: E731 (the mouth interior)
+    bright = lambda img: (img[mouth].min(axis=2) > 170).sum()  # noqa: E731 (teeth)
+    neutral, jaw, lips = _render(person, {}), _render(person, {26: 5}), _render(person, {25: 5})
+    opening = lambda img: dark(img) + bright(img)  # noqa: E731 (interior and teeth between the lips)
+    assert opening(jaw) > opening(neutral) + 60
+    assert bright(lips) > bright(neutral) + 20
 
 
 def test_unknown_au_is_an_error():

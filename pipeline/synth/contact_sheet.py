@@ -12,7 +12,7 @@ from .look import paint_background
 from .render import AU_NAMES, AUS, Pose, render_face
 from .seeding import rng_for
 
-CELL = 112
+CELL = 144
 LEVELS = (0, 3, 5)
 
 

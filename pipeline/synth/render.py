@@ -6,27 +6,31 @@ Polygons are drawn anti-aliased with 4 bits of sub-pixel precision, so a small c
 intensity moves edges by a fraction of a pixel and the image changes smoothly and
 monotonically with it.
 
-AU -> deformation (``a = intensity / 5``; displacements in face-box units, 0.01 ~ 1.6 px on a
-160 px face), each confined to :data:`AU_REGIONS`:
+AU -> deformation (``a = intensity / 5``; displacements in face-box units, 0.01 ~ 1 px on the
+demo's 112 px crops), each confined to :data:`AU_REGIONS`. Magnitudes follow the FACS descriptions:
+at intensity E (5) the strong AUs are large, plainly visible movements (brows move by ~6% of the
+face height, the jaw drops by 12% and opens the mouth), while lid tightener, dimpler, lip tightener
+and lip pressor stay subtle, as in real data (``tests/test_render.py`` pins both down):
 
 ====  =====================  ==================================================================
 AU    FACS name              what changes
 ====  =====================  ==================================================================
-1     inner brow raiser      inner brow ends rise (0.03 a); central forehead wrinkles
-2     outer brow raiser      outer brow ends rise (0.03 a); lateral forehead wrinkles
-4     brow lowerer           brows drop (0.02 a) and pull to the midline; vertical glabella furrows
-6     cheek raiser           cheek apples rise (0.03 a) and brighten; lower lids push up; crow's feet
-7     lid tightener          lower lids rise (eye aperture -50% a), upper lids drop slightly
-9     nose wrinkler          wrinkles across the nasal bridge; nostrils and alae rise (0.012 a)
-10    upper lip raiser       upper lip rises at the centre (0.022 a), teeth show; nasolabial folds deepen
-12    lip corner puller      corners rise (0.03 a) and widen (0.02 a); nasolabial folds deepen
-14    dimpler                corners tighten inward (0.008 a); dimples beside the corners
-15    lip corner depressor   corners drop (0.025 a)
-17    chin raiser            lower lip pushed up (0.012 a); chin boss rises; chin skin dimples
-23    lip tightener          vermilion thins (-45% a); mouth narrows (0.015 a)
-24    lip pressor            vermilion thins (-35% a); mouth line flattens and darkens; lip bulges
-25    lips part              lower lip drops away from the upper (gap 0.025 a): mouth interior, teeth
-26    jaw drop               chin and jaw drop (0.06 a); with lips parted the mouth opens wider
+1     inner brow raiser      inner brow ends rise (0.06 a); central forehead wrinkles
+2     outer brow raiser      outer brow ends rise (0.06 a); lateral forehead wrinkles
+4     brow lowerer           brows drop (0.04 a) and knit to the midline (0.03 a); glabella furrows
+6     cheek raiser           cheek apples rise (0.06 a) and brighten; lower lids push up (eye
+                             aperture -55% a), upper lids narrow; crow's feet
+7     lid tightener          lower lids rise (aperture -50% a), upper lids drop slightly (subtle)
+9     nose wrinkler          wrinkles across the nasal bridge; nostrils and alae rise (0.025 a)
+10    upper lip raiser       upper lip rises at the centre (0.045 a), teeth show; nasolabial folds deepen
+12    lip corner puller      corners rise (0.06 a) and widen (0.045 a) into a smile; nasolabial folds deepen
+14    dimpler                corners tighten inward (0.01 a); dimples beside the corners (subtle)
+15    lip corner depressor   corners drop (0.045 a)
+17    chin raiser            lower lip pushed up (0.025 a); chin boss rises (0.035 a); chin skin dimples
+23    lip tightener          vermilion thins (-55% a); mouth narrows (0.02 a) (subtle)
+24    lip pressor            vermilion thins (-45% a); mouth line flattens and darkens (subtle)
+25    lips part              lower lip drops away from the upper (gap 0.05 a): mouth interior, teeth
+26    jaw drop               chin and jaw drop (0.12 a) and pull the lips apart (gap 0.6-1.0 x the drop)
 ====  =====================  ==================================================================
 """
 
@@ -174,7 +178,7 @@ def render_face(img: np.ndarray, p: Identity, aus: Mapping[int, float] | np.ndar
     a = _intensities(aus)
     cv = _Canvas(img, pose)
     skin, dark = p.skin, _shade(p.skin, 0.55)
-    drop = 0.06 * a[26]
+    drop = 0.12 * a[26]
 
     # body and hair behind the head
     cv.fill(_ellipse(0.5, 1.62, 0.85, 0.42), p.clothes, -0.1)
@@ -216,8 +220,8 @@ def _draw_beard(cv: _Canvas, p: Identity, drop: float) -> None:
 def _lids(p: Identity, a: dict[int, float], s: int):
     ex, ey = 0.5 + s * p.eye_sep, p.eye_y
     t = np.linspace(-1, 1, 15)
-    uh = p.eye_h * (1 - 0.2 * a[7])
-    lh = p.eye_h * 0.8 * (1 - 0.5 * a[7]) * (1 - 0.3 * a[6])
+    uh = p.eye_h * (1 - 0.2 * a[7]) * (1 - 0.15 * a[6])
+    lh = p.eye_h * 0.8 * (1 - 0.5 * a[7]) * (1 - 0.55 * a[6])
     x = ex + t * p.eye_w
     return ex, ey, np.stack([x, ey - uh * (1 - t**2)], 1), np.stack([x, ey + lh * (1 - t**2)], 1)
 
@@ -239,60 +243,60 @@ def _draw_eyes(cv: _Canvas, p: Identity, a: dict[int, float]) -> None:
 def _draw_cheeks(cv: _Canvas, p: Identity, a: dict[int, float]) -> None:
     for s in (-1, 1):
         ex, ey = 0.5 + s * p.eye_sep, p.eye_y
-        lift = 0.03 * a[6]
-        cv.fill(_ellipse(ex + s * 0.01, ey + 0.16 - lift, 0.075, 0.05), _shade(p.skin, 1.12), 0.08, 0.25 + 0.35 * a[6])
-        cv.stroke(_ellipse(ex, ey + 0.055 - 0.4 * lift, p.eye_w * 0.9, 0.015, n=12, a0=0.2, a1=np.pi - 0.2),
-                  0.004, _shade(p.skin, 0.6), 0.08, 0.5 * a[6])
+        lift = 0.06 * a[6]
+        cv.fill(_ellipse(ex + s * 0.01, ey + 0.16 - lift, 0.08, 0.055), _shade(p.skin, 1.15), 0.08, 0.2 + 0.6 * a[6])
+        cv.stroke(_ellipse(ex, ey + 0.055 - 0.3 * lift, p.eye_w * 0.9, 0.015, n=12, a0=0.2, a1=np.pi - 0.2),
+                  0.005, _shade(p.skin, 0.6), 0.08, 0.8 * a[6])
         corner = np.array([ex + s * p.eye_w * 1.2, ey])
         for ang in (-0.35, 0.0, 0.35):
-            d = np.array([s * np.cos(ang), np.sin(ang)]) * 0.045
-            cv.stroke(np.stack([corner, corner + 0.5 * d, corner + d]), 0.003, _shade(p.skin, 0.6), 0.05, 0.5 * a[6])
+            d = np.array([s * np.cos(ang), np.sin(ang)]) * 0.055
+            cv.stroke(np.stack([corner, corner + 0.5 * d, corner + d]), 0.004, _shade(p.skin, 0.55), 0.05, 0.9 * a[6])
 
 
 def _draw_brows(cv: _Canvas, p: Identity, a: dict[int, float], dark) -> None:
     u = np.linspace(0, 1, 9)
     colour = p.hair_colour if p.hair_style != "bald" else _shade(p.skin, 0.4)
     for s in (-1, 1):
-        x = 0.5 + s * (0.045 + u * (p.eye_sep + 1.15 * p.eye_w - 0.045)) - s * 0.015 * a[4] * (1 - u)
+        x = 0.5 + s * (0.045 + u * (p.eye_sep + 1.15 * p.eye_w - 0.045)) - s * 0.03 * a[4] * (1 - u) ** 0.7
         y = (p.eye_y - p.brow_gap - p.brow_arch * np.sin(np.pi * u * 0.9) + 0.012 * u**2
-             - 0.03 * a[1] * (1 - u) ** 1.5 - 0.03 * a[2] * u**1.5 + 0.02 * a[4] * (1 - 0.4 * u))
+             - 0.06 * a[1] * (1 - u) ** 1.2 - 0.06 * a[2] * u**1.2 + 0.04 * a[4] * (1 - 0.4 * u))
         cv.stroke(np.stack([x, y], 1), p.brow_thick * (1 - 0.45 * u), colour, 0.12)
         base = p.eye_y - p.brow_gap
         for k in (1, 2):  # forehead wrinkles: AU1 centre, AU2 sides
             wy = base - 0.05 * k
             xc = np.linspace(0.5 + s * 0.01, 0.5 + s * 0.11, 6)
-            cv.stroke(np.stack([xc, wy - 0.006 * np.sin((xc - 0.5) * 20)], 1), 0.004, dark, 0.12, 0.4 * a[1])
+            cv.stroke(np.stack([xc, wy - 0.006 * np.sin((xc - 0.5) * 20)], 1), 0.005, dark, 0.12, 0.8 * a[1])
             xs = np.linspace(0.5 + s * 0.13, 0.5 + s * 0.25, 6)
-            cv.stroke(np.stack([xs, wy + 0.1 * np.abs(xs - 0.5) - 0.013], 1), 0.004, dark, 0.12, 0.4 * a[2])
+            cv.stroke(np.stack([xs, wy + 0.1 * np.abs(xs - 0.5) - 0.013], 1), 0.005, dark, 0.12, 0.8 * a[2])
         gx = 0.5 + s * 0.018
-        cv.stroke([[gx, base - 0.01], [gx + s * 0.004, base + 0.025], [gx + s * 0.01, base + 0.05]], 0.004, dark, 0.15, 0.55 * a[4])
+        cv.stroke([[gx, base - 0.01], [gx + s * 0.004, base + 0.03], [gx + s * 0.01, base + 0.06]], 0.006, dark, 0.15, 0.9 * a[4])
 
 
 def _draw_nose(cv: _Canvas, p: Identity, a: dict[int, float], dark) -> None:
     ny = p.eye_y + p.nose_len
-    lift = 0.012 * a[9]
+    lift = 0.025 * a[9]
     for s in (-1, 1):
         cv.stroke([[0.5 + s * 0.03, p.eye_y + 0.01], [0.5 + s * 0.035, ny - 0.06], [0.5 + s * p.nose_w * 0.8, ny - 0.03]],
-                  0.005, _shade(p.skin, 0.8), 0.2, 0.4 + 0.3 * a[9])
+                  0.005, _shade(p.skin, 0.8), 0.2, 0.4 + 0.5 * a[9])
         cv.fill(_ellipse(0.5 + s * p.nose_w * 0.45, ny - lift, 0.014, 0.008), _shade(p.skin, 0.35), 0.2)
         cv.stroke(_ellipse(0.5 + s * p.nose_w * 0.75, ny - 0.012 - lift, 0.02, 0.022, n=10,
                            a0=np.pi / 2 - s * 1.4, a1=np.pi / 2 + s * 0.2), 0.004, _shade(p.skin, 0.65), 0.2)
     cv.fill(_ellipse(0.5, ny - 0.02 - 0.5 * lift, p.nose_w * 0.45, 0.022), _shade(p.skin, 1.06), 0.25, 0.6)
     for k in range(3):  # AU9 wrinkles across the bridge
         wy = p.eye_y + 0.03 + 0.02 * k
-        cv.stroke([[0.46, wy + 0.006], [0.5, wy], [0.54, wy + 0.006]], 0.004, dark, 0.2, 0.6 * a[9])
+        cv.stroke([[0.45, wy + 0.008], [0.5, wy], [0.55, wy + 0.008]], 0.005, dark, 0.2, 0.9 * a[9])
 
 
 def _mouth_curves(p: Identity, a: dict[int, float], drop: float):
     t = np.linspace(-1, 1, 25)
-    hw = p.mouth_w / 2 + 0.02 * a[12] - 0.008 * a[14] - 0.015 * a[23]
+    hw = p.mouth_w / 2 + 0.045 * a[12] - 0.01 * a[14] - 0.02 * a[23]
     x = 0.5 + t * hw
-    corner = (p.mouth_curve * (1 - 0.7 * a[24]) - 0.03 * a[12] + 0.025 * a[15] - 0.006 * a[14]) * np.abs(t) ** 2.5
-    line = p.mouth_y + corner - 0.012 * a[17] * (1 - t**2) + 0.2 * drop
-    gate = min(1.0, 4 * a[25])
-    gap = (0.025 * a[25] + 0.6 * drop * gate) * (1 - t**2) ** 0.8
-    raise10 = 0.022 * a[10] * np.sqrt(1 - t**2)
-    thin = (1 - 0.45 * a[23]) * (1 - 0.35 * a[24])
+    corner = (p.mouth_curve * (1 - 0.7 * a[24]) - 0.06 * a[12] + 0.045 * a[15] - 0.008 * a[14]) * np.abs(t) ** 2.5
+    line = p.mouth_y + corner - 0.025 * a[17] * (1 - t**2) + 0.2 * drop
+    gate = 0.6 + 0.4 * min(1.0, 4 * a[25])  # the dropped jaw pulls the lips apart, more so when they part (AU25)
+    gap = (0.05 * a[25] + drop * gate) * (1 - t**2) ** 0.8
+    raise10 = 0.045 * a[10] * np.sqrt(1 - t**2)
+    thin = (1 - 0.55 * a[23]) * (1 - 0.45 * a[24])
     ut = p.lip_upper * thin * (1 - t**2) ** 0.6 * (1 - 0.25 * np.exp(-((t / 0.15) ** 2)))
     lt = p.lip_lower * thin * (1 + 0.25 * a[17]) * (1 - t**2) ** 0.5
     up_bot = line - raise10
@@ -301,7 +305,7 @@ def _mouth_curves(p: Identity, a: dict[int, float], drop: float):
 
 
 def _nasolabial_end(p: Identity, a: dict[int, float], s: int) -> np.ndarray:
-    return np.array([0.5 + s * (p.mouth_w / 2 + 0.03 + 0.02 * a[12]), p.mouth_y + 0.03 - 0.03 * a[12]])
+    return np.array([0.5 + s * (p.mouth_w / 2 + 0.03 + 0.04 * a[12]), p.mouth_y + 0.03 - 0.05 * a[12]])
 
 
 def _draw_mouth(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float) -> None:
@@ -310,11 +314,11 @@ def _draw_mouth(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float
         start = np.array([0.5 + s * (p.nose_w + 0.02), ny - 0.01])
         end = _nasolabial_end(p, a, s)
         mid = (start + end) / 2 + np.array([s * 0.02, 0.0])
-        cv.stroke(np.stack([start, mid, end]), 0.006, dark, 0.12, 0.12 + 0.45 * max(a[10], a[12]))
+        cv.stroke(np.stack([start, mid, end]), 0.007, dark, 0.12, 0.12 + 0.7 * max(a[10], a[12]))
     x, line, up_top, up_bot, lo_top, lo_bot = _mouth_curves(p, a, drop)
     cv.fill(np.concatenate([up_bot, lo_top[::-1]]), (45, 30, 70), 0.15)
     teeth = up_bot.copy()
-    teeth[:, 1] += np.minimum(0.012, lo_top[:, 1] - up_bot[:, 1])
+    teeth[:, 1] += np.minimum(0.025, lo_top[:, 1] - up_bot[:, 1])
     cv.fill(np.concatenate([up_bot, teeth[::-1]]), (222, 228, 232), 0.15)
     cv.fill(np.concatenate([up_top, up_bot[::-1]]), p.lip_colour, 0.15)
     cv.fill(np.concatenate([lo_top, lo_bot[::-1]]), _shade(p.lip_colour, 1.08), 0.15)
@@ -323,7 +327,7 @@ def _draw_mouth(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float
         cx, cy = x[idx] + s * 0.022, line[idx]
         arc = _ellipse(cx, cy, 0.008, 0.016, n=8, a0=-1.2, a1=1.2)
         arc[:, 0] = cx + s * (arc[:, 0] - cx)  # mirror on the left so both open toward the mouth
-        cv.stroke(arc, 0.004, dark, 0.12, 0.6 * a[14])
+        cv.stroke(arc, 0.005, dark, 0.12, 0.7 * a[14])
     cv.fill(_ellipse(0.5, up_top[:, 1].min() - 0.012, p.mouth_w * 0.35, 0.01), _shade(p.skin, 1.1), 0.14, 0.35 * a[24])
     cv.fill(_ellipse(0.5, lo_bot[:, 1].max() + 0.012, p.mouth_w * 0.3, 0.01), _shade(p.skin, 1.1), 0.14, 0.35 * a[24])
 
@@ -335,11 +339,11 @@ _CHIN_DIMPLES = np.random.default_rng(17).uniform([-0.07, -0.03], [0.07, 0.03], 
 def _draw_chin(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float) -> None:
     *_, lo_bot = _mouth_curves(p, a, drop)
     sulcus_y = lo_bot[:, 1].max() + 0.03
-    cv.stroke([[0.44, sulcus_y + 0.004], [0.5, sulcus_y], [0.56, sulcus_y + 0.004]], 0.005, dark, 0.1, 0.2 + 0.3 * a[17])
-    boss = np.array([0.5, 0.9 - 0.02 * a[17] + drop])
-    cv.fill(_ellipse(boss[0], boss[1], 0.06, 0.03), _shade(p.skin, 1.1), 0.1, 0.3 * a[17])
+    cv.stroke([[0.44, sulcus_y + 0.004], [0.5, sulcus_y], [0.56, sulcus_y + 0.004]], 0.006, dark, 0.1, 0.2 + 0.6 * a[17])
+    boss = np.array([0.5, 0.9 - 0.035 * a[17] + drop])
+    cv.fill(_ellipse(boss[0], boss[1], 0.065, 0.032), _shade(p.skin, 1.15), 0.1, 0.5 * a[17])
     for dx, dy in _CHIN_DIMPLES:
-        cv.fill(_ellipse(boss[0] + dx, boss[1] + dy, 0.005, 0.004, n=8), dark, 0.1, 0.35 * a[17])
+        cv.fill(_ellipse(boss[0] + dx, boss[1] + dy, 0.006, 0.005, n=8), dark, 0.1, 0.55 * a[17])
 
 
 def _draw_glasses(cv: _Canvas, p: Identity) -> None:
