@@ -165,6 +165,12 @@ class MaskedAutoencoder(nn.Module):
         per_patch = ((pred.float() - self.target(imgs).float()) ** 2).mean(dim=-1)  # [N, L]
         return (per_patch * mask).sum() / mask.sum()
 
+    def trivial_loss(self, imgs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The loss of predicting each masked patch's own mean (zero under norm_pix_loss): what a
+        model scores that learnt nothing about image content. A run must end well below it."""
+        target = self.target(imgs).float()
+        return self.forward_loss(imgs, target.mean(dim=-1, keepdim=True).expand_as(target), mask)
+
     def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None):
         """imgs ``[N, 3, H, W]`` (normalised) -> (loss, pred ``[N, L, p*p*3]``, mask ``[N, L]``)."""
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio

@@ -46,6 +46,7 @@ class Meter:
     """Device-side sums between two host syncs, and the host timings of the same span."""
 
     loss: torch.Tensor
+    trivial: torch.Tensor  # the per-patch-mean baseline on the same batches and masks
     steps: int = 0
     images: int = 0
     wait: float = 0.0
@@ -53,13 +54,18 @@ class Meter:
 
     @classmethod
     def on(cls, device: torch.device) -> Meter:
-        return cls(torch.zeros((), device=device))
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device))
 
 
 def fingerprint(params: Params, shards: ShardSet, world_size: int) -> str:
-    """What a checkpoint must share with this run to be resumed from (not logging or compile)."""
+    """What a checkpoint must share with this run to be resumed from (not logging or compile).
+
+    The shards enter by name, sample count and byte size: re-curated shards of other images
+    (a changed world or filter) differ in bytes even when their counts match; hashing every
+    tar's content would cost a full read of Face9M per start."""
     cfg = {k: v for k, v in params.to_dict()["pretrain"].items() if k not in ("save_every", "log_every", "compile")}
-    blob = json.dumps([params.model.name, params.model.img_size, cfg, dict(zip(shards.shards, shards.sizes)), world_size], sort_keys=True)
+    files = {name: [count, (shards.folder / name).stat().st_size] for name, count in zip(shards.shards, shards.sizes)}
+    blob = json.dumps([params.model.name, params.model.img_size, cfg, files, world_size], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -119,9 +125,11 @@ def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_af
             x = normalize(batch, ctx.device)
             boundary = (i + 1) % cfg.accum_steps == 0
             with distributed.no_sync(net, not boundary), autocast(ctx.device):
-                loss = net(x)[0]
+                loss, _, mask = net(x)
             (loss / cfg.accum_steps).backward()
             meter.loss += loss.detach()
+            with torch.no_grad():
+                meter.trivial += model.trivial_loss(x, mask)
             meter.steps += 1
             meter.images += x.shape[0] * ctx.world_size
             if boundary:
@@ -179,6 +187,7 @@ def _save(out_dir: Path, model: MaskedAutoencoder, opt, epoch: int, params: Para
 
 def _merge(total: Meter, part: Meter) -> None:
     total.loss += part.loss
+    total.trivial += part.trivial
     total.steps += part.steps
     total.images += part.images
     total.wait += part.wait
@@ -186,12 +195,13 @@ def _merge(total: Meter, part: Meter) -> None:
 
 def _sync(meter: Meter, ctx: distributed.Context, flops: float, peak: float | None) -> dict:
     """The one host sync of a logging span: mean loss over processes, throughput, NaN check."""
-    loss = distributed.all_reduce_mean(meter.loss / max(meter.steps, 1)).item()
+    loss, trivial = distributed.all_reduce_mean(torch.stack([meter.loss, meter.trivial]) / max(meter.steps, 1)).tolist()
     if not math.isfinite(loss):
         raise TrainingDiverged(f"pretraining loss is {loss} after {meter.steps} steps of this span; stopping. "
                                "The last good checkpoint is kept; lower pretrain.blr or check the input shards.")
     seconds = max(time.perf_counter() - meter.start, 1e-9)
-    row = {"loss": loss, "images_per_s": meter.images / seconds, "data_wait_fraction": min(1.0, meter.wait / seconds)}
+    row = {"loss": loss, "trivial_loss": trivial, "loss_over_trivial": loss / trivial if trivial > 0 else float("nan"),
+           "images_per_s": meter.images / seconds, "data_wait_fraction": min(1.0, meter.wait / seconds)}
     if peak:
         row["mfu"] = flops * meter.images / seconds / (peak * ctx.world_size)
     return row
