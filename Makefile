@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test test-fast install clean-demo
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  # the unit tests only (a few minutes): what to run while editing
+	$(BIN)/python -m pytest -m "not slow"
 
 clean-demo:
 	rm -rf data models dvclive

@@ -13,8 +13,10 @@ float tensors (the demo's fold 1: ~120 MB); for a real dataset prepare a subsamp
 (``au.frame_step``) into its own folder first.
 
 Reading the output: an AUC near 0.5 on test subjects while the training loss falls means the model
-memorises training subjects rather than learning AUs. On the CPU demo's world the ViT-Ti, whatever
-its init, does exactly that, while the ResNet-18 reaches test AUC ~0.7-0.9 (see the README).
+memorises training subjects rather than learning AUs; a training loss that stays at the marginal
+(~0.57 on the demo) means it has learnt nothing yet. On the demo's world (FACS-like AU magnitudes)
+the ResNet-18 reaches test AUC ~0.72 in 20 epochs on 440 frames, while the ViT-Ti, from random or
+the demo's MAE init, is still on its plateau at ~260 steps (see the README's table).
 """
 
 from __future__ import annotations

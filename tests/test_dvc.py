@@ -74,6 +74,13 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     au = json.loads((project / "metrics/au.json").read_text())
     assert au["protocol"] == "validation" and au["optimistic"] is False
     assert {"f1_mean", "f1_05_mean", "auc_mean", "f1_constant_mean"} <= set(au["bp4d"]["iat"])
+    for variant in ("iat", "fmae"):  # the summary's per-fold entries are each fold's own metrics
+        for fold in (1, 2, 3):
+            own = json.loads((project / f"models/au/{variant}/bp4d/fold{fold}/metrics.json").read_text())
+            entry = au["bp4d"][variant][f"fold{fold}"]
+            assert entry["epoch"] == own["selected_epoch"] and entry["threshold"] == own["selected_threshold"]
+            assert entry["f1_mean"] == pytest.approx(own["test_f1_selected"], abs=1e-4)
+            assert entry["f1_05_mean"] == pytest.approx(own["test_f1_at_0.5"], abs=1e-4)
     assert "| Method | AU1 |" in (project / "reports/au.md").read_text()
     _run([str(BIN / "dvc"), "plots", "show", "--out", "dvc_plots"], project)
     html = (project / "dvc_plots" / "index.html").read_text()

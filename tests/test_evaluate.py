@@ -152,8 +152,11 @@ def test_report_findings_follow_the_numbers_either_way():
     assert "IAT raised it by 2.0 points" in up and "lowered the identity" in up and "does not beat" not in up
     worse = {**ident, "iat": {"top1": 0.9, "top1_epoch1": 0.5}}
     down = "\n".join(report.findings(_au_metrics(0.403, 0.393, 0.40), worse))
-    assert "IAT lowered it by 1.0 points" in down and "did not lower" in down
+    assert "IAT lowered it by 1.0 points" in down and "raised the identity information" in down
     assert "FMAE does not beat the all-positive predictor" in down and "FMAE-IAT does not beat" in down
+    same = "\n".join(report.findings(_au_metrics(0.40, 0.4003, 0.40), {**ident, "iat": ident["fmae"]}))
+    assert "did not change it (difference < 0.05 points)" in same and "0.0 points" not in same
+    assert "did not change the identity information" in same
 
 
 def test_report_lays_out_paper_table(params, tmp_path):
@@ -167,3 +170,32 @@ def test_report_lays_out_paper_table(params, tmp_path):
     assert "| FMAE-IAT (paper, ViT-L, test-fold selection) |" in text and "| 67.1 |" in text
     assert "optimistic" in text and "65.0" in text
     assert "synthetic BP4D" in text  # the default params read the demo world
+
+
+def test_an_au_with_one_class_gets_a_null_auc_not_nan():
+    n = len(AUS["disfa"])
+    y = np.tile([[1], [0], [1], [0]], (1, n))
+    y[:, 3] = 0  # AU6 never occurs in this fold: no ROC-AUC
+    p = np.tile([[0.9], [0.2], [0.7], [0.1]], (1, n))
+    m = summarise("disfa", [score_fold(_predictions("disfa", y, p), "disfa", 1, 0.5, 1)])
+    assert m["au6"]["auc"] is None and m["au1"]["auc"] == 1.0
+    assert m["auc_mean"] == 1.0 and m["fold1"]["auc_mean"] == 1.0  # the mean skips it
+
+
+def test_folds_selected_under_different_protocols_are_refused(params, tmp_path):
+    import json
+    from dataclasses import replace
+
+    from pipeline.evaluate.stage import fold_runs
+
+    for fold, protocol in ((1, "validation"), (2, "paper"), (3, "validation")):
+        folder = tmp_path / "iat" / "bp4d" / f"fold{fold}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"protocol": protocol}))
+        (folder / "predictions.parquet").write_bytes(b"")
+        (folder / "checkpoint.pth").write_bytes(b"")
+    p = replace(params, finetune=replace(params.finetune, folds=(1, 2, 3)))
+    with pytest.raises(ValueError, match=r"different protocols \['paper', 'validation'\]"):
+        fold_runs(p, "bp4d", "iat", root=tmp_path)
+    p = replace(params, finetune=replace(params.finetune, folds=(1, 3)))
+    assert [r.fold for r in fold_runs(p, "bp4d", "iat", root=tmp_path)] == [1, 3]

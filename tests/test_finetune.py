@@ -40,17 +40,37 @@ def test_grl_is_identity_forward_and_scales_gradient_by_minus_lambda(lam):
     assert torch.allclose(x.grad, -lam * upstream)
 
 
+def _id_only_gradients(m: AUDetector, x: torch.Tensor):
+    """Backward of the identity logits' sum through the model's own ``forward``: the ID head's weight
+    gradient, the gradient arriving at the pooled feature, and the patch embedding's gradient."""
+    captured = {}
+
+    def keep(_module, _inputs, out):
+        out.retain_grad()
+        captured["feat"] = out
+
+    hook = m.fc_norm.register_forward_hook(keep)
+    m.zero_grad(set_to_none=True)
+    _, id_logits = m(x)
+    hook.remove()
+    id_logits.sum().backward()
+    feat = captured["feat"]
+    return m.ID_head.weight.grad.clone(), feat.detach(), feat.grad.clone(), m.patch_embed.proj.weight.grad.clone()
+
+
 def test_id_head_gets_plain_gradient_and_backbone_the_reversed_one():
     m = detector(lambda_=2.0)
     x = torch.randn(3, 3, 32, 32)
-    feat = m.features(x).detach().requires_grad_(True)
-    logits = m.ID_head(m.grl(feat))
-    loss = logits.sum()
-    loss.backward()
+    head_grad, feat, feat_grad, embed_grad = _id_only_gradients(m, x)
     # the head's weight gradient is that of the un-reversed loss: sum over the batch of the features
-    assert torch.allclose(m.ID_head.weight.grad, feat.detach().sum(0).expand_as(m.ID_head.weight), atol=1e-5)
-    # the feature gradient is -lambda x the head's
-    assert torch.allclose(feat.grad, -2.0 * m.ID_head.weight.sum(0).expand_as(feat), atol=1e-5)
+    assert torch.allclose(head_grad, feat.sum(0).expand_as(head_grad), atol=1e-5)
+    # the gradient leaving the GRL towards the backbone is -lambda x the head's
+    assert torch.allclose(feat_grad, -2.0 * m.ID_head.weight.sum(0).expand_as(feat_grad), atol=1e-5)
+    # and it reaches the backbone (not detached), reversed: lambda -1 is a plain pass-through
+    m.grl.lambda_ = -1.0
+    *_, plain_embed_grad = _id_only_gradients(m, x)
+    assert plain_embed_grad.abs().sum() > 0
+    assert torch.allclose(embed_grad, -2.0 * plain_embed_grad, rtol=1e-4, atol=1e-7)
 
 
 def test_lambda_zero_builds_no_identity_head():
@@ -68,6 +88,20 @@ def test_identity_head_depths(layers, shapes):
 def test_au_head_init_and_pooled_feature():
     m = detector()
     assert m.head.weight.std() < 1e-4 and m.global_pool == "avg" and isinstance(m.fc_norm, torch.nn.LayerNorm)
+
+
+def test_one_step_of_the_finetuning_optimiser_moves_every_parameter():
+    """A frozen backbone, a parameter left out of the optimiser or a zero layer-decay scale would
+    leave some weights where they started (the overfit test cannot tell: a head alone memorises)."""
+    m = detector(lambda_=2.0)
+    opt = adamw(m, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), layer_decay=0.65)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    au_logits, id_logits = m(torch.randn(4, 3, 32, 32))
+    loss = au_loss(au_logits, torch.tensor([[1.0, 0.0] * 6] * 4)) + id_loss(id_logits, torch.tensor([0, 1, 2, 3]), "bce")
+    loss.backward()
+    opt.step()
+    frozen = [n for n, p in m.named_parameters() if torch.equal(p, before[n])]
+    assert not frozen, frozen
 
 
 def test_layer_decay_groups_and_scales():
@@ -127,9 +161,16 @@ def test_box_grows_five_percent_per_side_and_clips():
 
 def test_crop_is_the_expanded_box_resized():
     img = np.zeros((200, 300, 3), np.uint8)
-    img[45:155, 90:210] = 255  # exactly the expanded box of (100, 50, 100, 100)
-    crop = crop_face(img, (100, 50, 100, 100), 0.05, 64)
-    assert crop.shape == (64, 64, 3) and crop.min() == 255
+    img[45:155, 90:210] = 255  # exactly the expanded box of (100, 50, 100, 100): 120 x 110 px
+    red = (0, 0, 255)  # BGR
+    img[45:55], img[145:155], img[45:155, 90:100], img[45:155, 200:210] = red, red, red, red  # its 10-px border
+    crop = crop_face(img, (100, 50, 100, 100), 0.05, 64).astype(int)
+    assert crop.shape == (64, 64, 3)
+    # every edge of the crop carries the expanded box's border (a crop of the bare box would be
+    # white there, a larger one black), and its inside is the white interior
+    for edge in (crop[0], crop[-1], crop[:, 0], crop[:, -1]):
+        assert (edge[:, 2] > 200).all() and (edge[:, :2] < 60).all()
+    assert (crop[10:-10, 10:-10] > 240).all()
 
 
 # ------------------------------------------------------------------------------ folds
@@ -171,11 +212,21 @@ def test_threshold_sweep_finds_the_separating_threshold():
 
 
 def test_losses():
-    logits, labels = torch.zeros(2, 3), torch.tensor([[1.0, 0.0, -1.0], [0.0, -1.0, -1.0]])
-    assert au_loss(logits, labels).item() == pytest.approx(np.log(2))  # unknowns are out of the mean
-    ids = torch.zeros(2, 5)
-    assert id_loss(ids, torch.tensor([0, 3]), "bce").item() == pytest.approx(np.log(2))
-    assert id_loss(ids, torch.tensor([0, 3]), "ce").item() == pytest.approx(np.log(5))
+    logits = torch.tensor([[2.0, -1.0, 5.0], [-0.5, 3.0, -4.0]])
+    labels = torch.tensor([[1.0, 0.0, -1.0], [0.0, -1.0, -1.0]])
+
+    def bce(z, y):  # written out: -[y log s(z) + (1 - y) log(1 - s(z))]
+        s = 1 / (1 + np.exp(-z))
+        return -(y * np.log(s) + (1 - y) * np.log(1 - s))
+
+    known = [bce(2.0, 1), bce(-1.0, 0), bce(-0.5, 0)]  # the unknown (-1) entries are out of the mean
+    assert au_loss(logits, labels).item() == pytest.approx(np.mean(known), rel=1e-6)
+    ids = torch.tensor([[1.0, -2.0, 0.5, 0.0, 3.0], [0.2, 0.1, -1.0, 2.5, -0.3]])
+    subject = torch.tensor([0, 3])
+    one_hot = np.eye(5)[[0, 3]]
+    assert id_loss(ids, subject, "bce").item() == pytest.approx(bce(ids.numpy(), one_hot).mean(), rel=1e-6)
+    log_softmax = ids.numpy() - np.log(np.exp(ids.numpy()).sum(1, keepdims=True))
+    assert id_loss(ids, subject, "ce").item() == pytest.approx(-log_softmax[[0, 1], [0, 3]].mean(), rel=1e-6)
 
 
 # ------------------------------------------------------------------------- checkpoints
@@ -221,26 +272,88 @@ def tiny_fold(tiny_world, tmp_path_factory):
     return params, base / "bp4d"
 
 
-def _comparable(result: dict) -> tuple:
-    history = [{k: v for k, v in row.items() if k != "images_per_s"} for row in result["history"]]
-    return history, result["selection"], result["test_probs"].tolist()
+@pytest.mark.slow
+def test_au_detector_overfits_one_batch_of_crops(tiny_fold):
+    """The detector, its loss and its optimiser can fit 16 real crops: train F1 >= 0.9."""
+    from sklearn.metrics import f1_score
+
+    from pipeline.finetune.data import Crops, eval_transform
+
+    params, crops_dir = tiny_fold
+    index = pd.read_parquet(crops_dir / "index.parquet")
+    index = index[(index[[f"au{a}" for a in AUS["bp4d"]]] == 1).any(axis=1)].head(16)
+    batch = Crops(crops_dir, index, "bp4d", eval_transform(params.model.img_size))
+    x, y = torch.stack([batch[i][0] for i in range(len(batch))]), batch.labels
+    torch.manual_seed(0)
+    model = AUDetector(params.model.name, 12, 41, 0.0, img_size=params.model.img_size, drop_path=0.0)
+    opt = adamw(model, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999))
+    for _ in range(150):
+        loss = au_loss(model(x)[0], y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = (torch.sigmoid(model(x)[0]) > 0.5).int()
+    assert f1_score(y.int().numpy().ravel(), pred.numpy().ravel()) >= 0.9, loss.item()
 
 
-def test_killed_finetune_resumes_to_the_uninterrupted_result(tiny_fold, tmp_path, caplog):
+def _comparable(result: dict, forced: bool) -> tuple:
+    drop = {"images_per_s", "val_f1_best_threshold"} if forced else {"images_per_s"}
+    history = [{k: v for k, v in row.items() if k not in drop} for row in result["history"]]
+    selection = {k: v for k, v in result["selection"].items() if not (forced and k == "score")}
+    return history, selection, result["test_probs"].tolist()
+
+
+def _assert_selection_is_the_argmax(result: dict) -> None:
+    """The selected epoch is the first best of the history's selection score; its threshold is that epoch's."""
+    scores = [row["val_f1_best_threshold"] for row in result["history"]]
+    epoch = int(np.argmax(scores)) + 1
+    assert result["selection"]["epoch"] == epoch
+    assert result["selection"]["threshold"] == result["history"][epoch - 1]["val_threshold"]
+    assert result["selection"]["score"] == max(scores)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("best", ["natural", "latest", "earliest"])
+def test_killed_finetune_resumes_to_the_uninterrupted_result(tiny_fold, tmp_path, caplog, monkeypatch, best):
+    """``latest``/``earliest`` force the selection score to rise/fall every epoch, so the resume file
+    is written with the best weights being the current ones (not stored) or an earlier epoch's (stored)."""
+    import itertools
+
+    import pipeline.finetune.train as train_module
+
+    if best != "natural":
+        calls, real = itertools.count(1), train_module.best_threshold
+
+        def forced(labels, probs):
+            threshold, _ = real(labels, probs)
+            k = next(calls)  # counts across all runs of this test: later calls always score higher (lower)
+            return threshold, (k if best == "latest" else -k) / 100
+
+        monkeypatch.setattr(train_module, "best_threshold", forced)
     params, crops = tiny_fold
     run = Run("bp4d", 1, "iat")
     caplog.set_level(logging.INFO)
     whole = finetune(params, run, crops)
+    _assert_selection_is_the_argmax(whole)
     assert finetune(params, run, crops, resume=tmp_path / "resume.pth", stop_after=2) is None
     saved = checkpoint.read(tmp_path / "resume.pth")
     assert saved["epoch"] == 1 and [r["epoch"] for r in saved["history"]] == [1, 2]
+    if best == "latest":
+        assert saved["best"]["epoch"] == 2 and saved["best"]["state"] is None
+    if best == "earliest":
+        assert saved["best"]["epoch"] == 1 and saved["best"]["state"] is not None
     resumed = finetune(params, run, crops, resume=tmp_path / "resume.pth")
     assert "resuming from" in caplog.text
-    assert _comparable(resumed) == _comparable(whole)
+    _assert_selection_is_the_argmax(resumed)
+    assert _comparable(resumed, best != "natural") == _comparable(whole, best != "natural")
+    assert whole["selection"]["epoch"] == {"natural": whole["selection"]["epoch"], "latest": 3, "earliest": 1}[best]
     a, b = whole["model"].state_dict(), resumed["model"].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_resume_file_of_other_settings_is_not_used(tiny_fold, tmp_path, caplog):
     params, crops = tiny_fold
     run = Run("bp4d", 1, "iat")

@@ -168,23 +168,32 @@ def test_casia_megaface_edface_layouts(tiny_world):
     assert len(hr) == len(lr) and Image.open(lr[0]).size == (32, 32)
 
 
+def p_umd_images(tiny_world) -> int:
+    """UMDFaces photos the tiny world wrote (the sidecar lists every file it wrote)."""
+    truth = pd.read_csv(tiny_world[1] / "truth" / "sources.csv")
+    return int(((truth.source == "umdfaces") & truth.path.str.endswith(".jpg")).sum())
+
+
 def test_umdfaces_layout(tiny_world):
     _, out = tiny_world
     root = source_root(out, "umdfaces")
-    total = 0
-    for csv in sorted(root.glob("umdfaces_batch*_ultraface.csv")):
+    total, csvs = 0, sorted(root.glob("umdfaces_batch*_ultraface.csv"))
+    assert csvs
+    for csv in csvs:
         df = pd.read_csv(csv)
         assert list(df.columns[:9]) == ["SUBJECT_ID", "FILE", "FACE_X", "FACE_Y", "FACE_WIDTH", "FACE_HEIGHT", "YAW", "PITCH", "ROLL"]
         batch = csv.name.replace("_ultraface.csv", "")
         assert all((root / batch / f).is_file() for f in df.FILE)
         total += len(df)
-    assert total == len(list(root.glob("umdfaces_batch*/*/*.jpg")))
+    assert total == len(list(root.glob("umdfaces_batch*/*/*.jpg"))) == p_umd_images(tiny_world)
 
 
 def test_laion_face_layout(tiny_world):
     _, out = tiny_world
     root = source_root(out, "laion_face") / "split_00000"
-    for tar_path in sorted(root.glob("*.tar")):
+    tars, samples = sorted(root.glob("*.tar")), 0
+    assert tars
+    for tar_path in tars:
         with tarfile.open(tar_path) as tar:
             names = tar.getnames()
             assert all(m.mtime == 0 for m in tar.getmembers())
@@ -194,6 +203,8 @@ def test_laion_face_layout(tiny_world):
         assert sorted(meta[meta.status == "success"].key) == keys
         stats = json.loads((root / f"{tar_path.stem}_stats.json").read_text())
         assert stats["count"] == len(meta) and stats["successes"] == len(keys)
+        samples += len(keys)
+    assert samples == tiny_world[0].synth.sources.laion_face.images
 
 
 def test_bp4d_layout_and_labels(tiny_world):
@@ -201,7 +212,9 @@ def test_bp4d_layout_and_labels(tiny_world):
     root = au_root(out, "bp4d")
     frames = pd.read_parquet(out / "truth" / "au_frames.parquet")
     named = quirk_subject(p.synth, "bp4d")
-    for csv in sorted((root / "AUCoding" / "AU_OCC").glob("*.csv")):
+    csvs, rows_checked = sorted((root / "AUCoding" / "AU_OCC").glob("*.csv")), 0
+    assert len(csvs) == p.synth.au.bp4d.subjects * p.synth.au.bp4d.tasks
+    for csv in csvs:
         subject, task = csv.stem.split("_")
         df = pd.read_csv(csv, header=0)
         if subject == named:  # raw header: pandas would rename the second "1" column
@@ -219,8 +232,11 @@ def test_bp4d_layout_and_labels(tiny_world):
             assert (seq_dir / f"{row[0]:0{width}d}.jpg").is_file()
             code = row[12]  # AU12 column
             assert code == 9 if "12" in t.unknown_aus.split() else code == int(round(t.au12) >= 1)
+            rows_checked += 1
         inten = pd.read_csv(root / "AUCoding" / "AU_INT" / "AU12" / f"{subject}_{task}_AU12.csv", header=None)
         assert list(inten[0]) == list(df["0"]) and inten[1].between(0, 9).all()
+    legacy = frames[(frames.dataset == "bp4d") & (frames.subject != named)]
+    assert rows_checked == len(legacy) > 0
 
 
 def test_bp4dplus_layout(tiny_world):
@@ -231,7 +247,9 @@ def test_bp4dplus_layout(tiny_world):
     dirs = {d.name for d in (root / "2D+3D").iterdir() if d.is_dir()}
     assert zips and dirs and zips | dirs == set(subjects) and not zips & dirs
     quirk = quirk_subject(p.synth, "bp4dplus")
-    for csv in sorted((root / "AUCoding" / "AU_OCC").glob("*.csv")):
+    csvs = sorted((root / "AUCoding" / "AU_OCC").glob("*.csv"))
+    assert len(csvs) == p.synth.au.bp4dplus.subjects * p.synth.au.bp4dplus.tasks
+    for csv in csvs:
         subject, task = csv.stem.split("_")
         assert task in ("T1", "T6", "T7", "T8")
         df = pd.read_csv(csv, header=None, skiprows=1)

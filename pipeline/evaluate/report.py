@@ -66,12 +66,20 @@ def identity_table(i: dict) -> list[str]:
     return lines
 
 
+def _change(delta: float, what: str) -> str:
+    """'raised it by 2.0 points' / 'lowered ...' / 'did not change it' when the change rounds to 0.0."""
+    points = round(100 * abs(delta), 1)
+    if points == 0:
+        return f"did not change {what} (difference < 0.05 points)"
+    return f"{'raised' if delta > 0 else 'lowered'} {what} by {points:.1f} points"
+
+
 def findings(m: dict, i: dict) -> list[str]:
     """Plain statements of what the numbers say about IAT on this run."""
     d_f1 = m["iat"]["f1_mean"] - m["fmae"]["f1_mean"]
     floor = m["iat"]["f1_constant_mean"]
     out = [f"- Test F1 (mean over AUs and folds): FMAE {_pct(m['fmae']['f1_mean'])}, FMAE-IAT {_pct(m['iat']['f1_mean'])}: "
-           f"IAT {'raised' if d_f1 > 0 else 'lowered' if d_f1 < 0 else 'did not change'} it by {100 * abs(d_f1):.1f} points."]
+           f"IAT {_change(d_f1, 'it')}."]
     for v, label in (("fmae", "FMAE"), ("iat", "FMAE-IAT")):
         if m[v]["f1_mean"] <= floor + 0.005:
             out.append(f"- {label} does not beat the all-positive predictor ({_pct(floor)}): it has not learnt to "
@@ -79,8 +87,7 @@ def findings(m: dict, i: dict) -> list[str]:
     if "fmae" in i and "iat" in i:
         d_id = i["iat"]["top1"] - i["fmae"]["top1"]
         out.append(f"- Identity probe: {_pct(i['fmae']['top1'])}% on FMAE features, {_pct(i['iat']['top1'])}% on FMAE-IAT "
-                   f"features (chance {_pct(i['chance'])}%): IAT {'lowered' if d_id < 0 else 'did not lower'} the identity "
-                   f"information a linear probe finds ({100 * d_id:+.1f} points).")
+                   f"features (chance {_pct(i['chance'])}%): IAT {_change(d_id, 'the identity information a linear probe finds')}.")
     return out
 
 
