@@ -1,7 +1,9 @@
 """``fmae <stage>`` / ``python -m pipeline <stage>``: run one pipeline stage.
 
-Each stage is a module with ``run(params)``; the params are loaded and validated here, once,
-before the stage is imported, so a bad setting fails in well under a second.
+Each stage is a module with ``run(params, **options)``; the params are loaded and validated here,
+once, before the stage is imported, so a bad setting fails in well under a second. Every mistake a
+user can make on the command line or in ``params.yaml`` ends in one line on stderr and exit code 2
+(:class:`~pipeline.config.UserError`), never in a traceback, and before the stage writes anything.
 """
 
 from __future__ import annotations
@@ -10,45 +12,81 @@ import argparse
 import importlib
 import logging
 import sys
+from dataclasses import dataclass
 
-from .config import PARAMS_FILE, ConfigError, load_params
+from .config import PARAMS_FILE, ConfigError, UserError, load_params
+
+DATASETS = ("bp4d", "bp4dplus", "disfa")
+
+
+@dataclass(frozen=True)
+class Stage:
+    module: str
+    help: str
+    reads: str  # the params.yaml sections the stage reads
+
 
 STAGES = {
-    "synthesize": ("pipeline.synth.stage", "write the synthetic face world (sources and AU datasets)"),
-    "scan": ("pipeline.curate.scan", "list the enabled Face9M sources into a manifest (headers only)"),
-    "curate": ("pipeline.curate.stage", "filter, de-duplicate and shard Face9M with Ray"),
-    "pretrain": ("pipeline.pretrain.stage", "MAE pretraining of the ViT on the Face9M shards (torchrun for DDP)"),
-    "prepare": ("pipeline.au.prepare", "AU frame index and face-crop shards of one dataset (--dataset)"),
-    "finetune": ("pipeline.finetune.stage", "AU finetuning of one fold (--dataset, --fold, --variant iat|fmae)"),
-    "evaluate": ("pipeline.evaluate.stage", "F1 tables over folds, identity probe, t-SNE, learning curves, report"),
+    "synthesize": Stage("pipeline.synth.stage", "write the synthetic face world (sources and AU datasets)", "synth"),
+    "scan": Stage("pipeline.curate.scan", "list the enabled Face9M sources into a manifest (headers only)", "sources"),
+    "curate": Stage("pipeline.curate.stage", "filter, de-duplicate and shard Face9M with Ray", "curate, ray"),
+    "pretrain": Stage("pipeline.pretrain.stage", "MAE pretraining of the ViT on the Face9M shards (torchrun for DDP)",
+                      "model, pretrain"),
+    "prepare": Stage("pipeline.au.prepare", "AU frame index and face-crop shards of one dataset", "au (and finetune.datasets "
+                     "without --dataset)"),
+    "finetune": Stage("pipeline.finetune.stage", "AU finetuning of one fold", "model, finetune, iat, au.unknown_policy"),
+    "evaluate": Stage("pipeline.evaluate.stage", "F1 tables over folds, identity probe, t-SNE, learning curves, report",
+                      "model, finetune, iat, evaluate, au"),
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``fmae finetune: --fold: ...``) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fmae", description="FMAE-IAT pipeline stages (normally run by `dvc repro`).")
+    subs = parser.add_subparsers(dest="stage", required=True, metavar="STAGE", parser_class=_Parser)
+    for name, stage in STAGES.items():
+        sub = subs.add_parser(name, help=stage.help, description=f"{stage.help}. Reads params.yaml: {stage.reads}.")
+        sub.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override one param for this run only, YAML value (e.g. --set synth.workers=1)")
+        if name in ("prepare", "finetune"):
+            sub.add_argument("--dataset", choices=DATASETS, required=name == "finetune",
+                             help="the AU dataset" + ("" if name == "finetune" else " (default: every one of finetune.datasets)"))
+        if name == "finetune":
+            sub.add_argument("--fold", type=int, required=True, help="the 1-based test fold (BP4D, DISFA: 1-3; BP4D+: 1-4)")
+            sub.add_argument("--variant", choices=("iat", "fmae"), default="iat",
+                             help="iat: with the gradient-reversed identity head (iat.*); fmae: the plain baseline")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fmae", description="FMAE-IAT pipeline stages (normally run by `dvc repro`).")
-    parser.add_argument("stage", choices=sorted(STAGES), help="; ".join(f"{k}: {v[1]}" for k, v in STAGES.items()))
-    parser.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one param for this run only, YAML value (e.g. --set synth.workers=1)")
-    parser.add_argument("--dataset", help="prepare, finetune: the AU dataset (bp4d, bp4dplus, disfa)")
-    parser.add_argument("--fold", type=int, help="finetune: the 1-based test fold")
-    parser.add_argument("--variant", choices=("iat", "fmae"), help="finetune: iat (identity head, iat.*) or fmae (none)")
-    args = parser.parse_args(argv)
-    stage_args = {k: v for k in ("dataset", "fold", "variant") if (v := getattr(args, k)) is not None}
+    args = build_parser().parse_args(argv)
+    stage_args = {k: v for k in ("dataset", "fold", "variant") if (v := getattr(args, k, None)) is not None}
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        overrides = dict(_parse_override(s) for s in args.set)
-        params = load_params(args.params, overrides)
-    except ConfigError as err:
-        print(f"fmae {args.stage}: {err}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(STAGES[args.stage][0])
-    try:
+        if "fold" in stage_args:
+            _check_fold(stage_args["dataset"], stage_args["fold"])
+        params = load_params(args.params, dict(_parse_override(s) for s in args.set))
+        module = importlib.import_module(STAGES[args.stage].module)
         module.run(params, **stage_args)
-    except ConfigError as err:
+    except UserError as err:
         print(f"fmae {args.stage}: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_fold(dataset: str, fold: int) -> None:
+    from .au.folds import FOLDS
+
+    n = len(FOLDS[dataset])
+    if not 1 <= fold <= n:
+        raise ConfigError("--fold", fold, f"a fold of {dataset}: 1-{n}", "command line")
 
 
 def _parse_override(text: str) -> tuple[str, object]:
@@ -57,7 +95,10 @@ def _parse_override(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError("--set", text, "KEY=VALUE, e.g. synth.workers=1", "command line")
-    parsed = yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError("--set", text, "a YAML value after '=' (quote strings with ':' or '#')", "command line") from None
     if isinstance(parsed, str):  # YAML 1.1 reads "1e-3" as a string; people mean a number
         try:
             parsed = float(parsed)

@@ -36,7 +36,16 @@ SOURCE_NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edfa
 AU_DATASETS = ("bp4d", "bp4dplus", "disfa")
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A mistake the user can fix (a bad setting, a missing input): ``fmae`` prints it as one line
+    and exits with 2, never with a traceback."""
+
+
+class MissingInput(UserError, FileNotFoundError):
+    """A file a stage reads is missing: a dataset's metadata, or an earlier stage's output."""
+
+
+class ConfigError(UserError, ValueError):
     """A setting in params.yaml is unknown, of the wrong type, or out of range."""
 
     def __init__(self, key: str, value: Any, expected: str, source: str = PARAMS_FILE):
@@ -422,10 +431,30 @@ def _apply_override(data: dict, dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
     node = data
     for p in parents:
-        check(isinstance(node.get(p), dict), dotted, value, "an existing key of params.yaml")
+        if not isinstance(node.get(p), dict):
+            raise ConfigError(dotted, value, "an existing key of params.yaml" + _closest(data, dotted))
         node = node[p]
-    check(last in node, dotted, value, "an existing key of params.yaml")
+    if last not in node:
+        raise ConfigError(dotted, value, "an existing key of params.yaml" + _closest(data, dotted))
     node[last] = value
+
+
+def _dotted_keys(node: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in node.items():
+        keys.append(f"{prefix}{k}")
+        if isinstance(v, Mapping):
+            keys += _dotted_keys(v, f"{prefix}{k}.")
+    return keys
+
+
+def _closest(data: Mapping[str, Any], dotted: str) -> str:
+    """'; did you mean ...?' with the nearest existing dotted keys, or '' when none is near."""
+    import difflib
+
+    same_depth = [k for k in _dotted_keys(data) if k.count(".") == dotted.count(".")]
+    near = difflib.get_close_matches(dotted, same_depth, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(near)}?" if near else ""
 
 
 def params_from_dict(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Params:
@@ -446,8 +475,16 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: Mapping[str, Any] | N
     path = Path(path)
     if not path.is_file():
         raise ConfigError("<file>", str(path), "an existing params.yaml (run from the project root or pass --params)", str(path))
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with path.open() as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise UserError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(data, Mapping):
+        raise UserError(f"{path}: expected a mapping of sections (synth:, sources:, ...) at the top level, "
+                        f"found a {type(data).__name__}")
     try:
         return params_from_dict(data, overrides)
     except ConfigError as err:

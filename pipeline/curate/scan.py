@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from ..config import Params, require_dir
+from ..config import MissingInput, Params, require_dir
 from .sources import read_source
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def scan(params: Params) -> pd.DataFrame:
                                  rec.identity, *crop, rec.error))
                     bar.update()
             except FileNotFoundError as err:
-                raise FileNotFoundError(f"sources.{name}.root = {src.root!r}: {err}") from None
+                raise MissingInput(f"sources.{name}.root = {src.root!r}: {err}") from None
             if len(rows) == before:
                 log.warning("sources.%s.root = %r holds no images for the %s reader", name, src.root, name)
     df = pd.DataFrame(rows, columns=COLUMNS)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .. import provenance
-from ..config import Params
+from ..config import MissingInput, Params
 from . import plan as planning
 from .cluster import ray_session
 from .samples import write_contact_sheet
@@ -59,7 +61,12 @@ def _fingerprint(rows: list[dict], near: bool) -> list[tuple[str, str, int | Non
     return out
 
 
-def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int]) -> list:
+# Fault injection for the resume tests: the driver SIGKILLs itself once this many shards are
+# finished, exactly as a killed `dvc repro` would end (no cleanup, tasks in flight may finish).
+KILL_AFTER_SHARDS = "FMAE_KILL_AFTER_SHARDS"
+
+
+def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int], kill_after: int | None = None) -> list:
     """Run ``fn(*a)`` for each ``a`` as Ray tasks, in order, with a throughput/ETA bar."""
     remote = ray.remote(num_cpus=1)(fn)
     refs = [remote.remote(*a) for a in args]
@@ -72,6 +79,8 @@ def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int]) ->
             i = index[done[0]]
             results[i] = ray.get(done[0])
             bar.update(weights[i])
+            if kill_after is not None and sum(r is not None for r in results) >= kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
     return results
 
 
@@ -79,7 +88,7 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
            samples_path: Path = SAMPLES) -> dict:
     cfg = params.curate
     if not Path(manifest_path).is_file():
-        raise FileNotFoundError(f"{manifest_path} missing: run `fmae scan` (or `dvc repro scan`) first")
+        raise MissingInput(f"{manifest_path} missing: run `fmae scan` (or `dvc repro scan`) first")
     manifest = pd.read_parquet(manifest_path).fillna({"member": "", "identity": "", "error": ""})
     readable = manifest[manifest.error == ""]
     records = readable.to_dict("records")
@@ -105,7 +114,9 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
                                    str(out / "shards"), str(out / "stats"), cfg.image_size, cfg.jpeg_quality))
         _remove_stale(out, {s.name for s in specs})
         clock.lap("plan")
-        stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [len(s.rows) for s in specs])
+        kill_after = int(os.environ[KILL_AFTER_SHARDS]) if os.environ.get(KILL_AFTER_SHARDS) else None
+        stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [len(s.rows) for s in specs],
+                           kill_after)
         clock.lap("shards")
     decode_rejects = pd.DataFrame(
         [{**r, "duplicate_of": ""} for st in stats for r in st["rejected"]], columns=["key", "reason", "detail", "duplicate_of"])

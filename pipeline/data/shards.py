@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from ..config import UserError
 
-class ShardError(ValueError):
+
+class ShardError(UserError, ValueError):
     """The shard folder is missing, empty, inconsistent with sizes.json or too small for the workers."""
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .. import provenance
 from ..au.folds import AUS
-from ..config import Params
+from ..config import MissingInput, Params
 from ..finetune.data import Crops, eval_transform
 from ..finetune.train import build_model, load_backbone
 from ..models import checkpoint
@@ -75,7 +75,7 @@ def fold_runs(params: Params, dataset: str, variant: str, root: Path = MODELS) -
         need = [folder / n for n in ("metrics.json", "predictions.parquet", "checkpoint.pth")]
         missing = [str(p) for p in need if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"{', '.join(missing)} missing: run `dvc repro {run.stage}` first")
+            raise MissingInput(f"{', '.join(missing)} missing: run `dvc repro {run.stage}` first")
         runs.append(FoldRun(variant, dataset, fold, folder, json.loads((folder / "metrics.json").read_text())))
     protocols = {r.metrics["protocol"] for r in runs}
     if len(protocols) > 1:
@@ -94,7 +94,7 @@ def live_series(run: FoldRun, name: str, root: Path = LIVE) -> np.ndarray:
     """One per-epoch series the finetune stage logged with dvclive (``plots/metrics/<name>.tsv``)."""
     path = root / run.variant / f"{run.dataset}-{run.fold}" / "plots" / "metrics" / f"{name}.tsv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: the dvclive log of `{run.stage}` (re-run it)")
+        raise MissingInput(f"{path} missing: the dvclive log of `{run.stage}` (re-run it)")
     return pd.read_csv(path, sep="\t").sort_values("step")[name].to_numpy(float)
 
 

@@ -23,9 +23,9 @@ from .. import provenance
 from ..au.folds import AUS
 from ..au.labels import au_columns
 from ..au.metrics import f1_per_au
-from ..config import ConfigError, Params
+from ..config import ConfigError, Params, UserError
 from ..models import checkpoint
-from .train import Run, finetune
+from .train import PRETRAINED, Run, finetune
 
 DATA = Path("data/au")
 OUT = Path("models/au")
@@ -33,6 +33,20 @@ LIVE = Path("dvclive/finetune")
 RESUME = "resume.pth"
 CODE = ("pipeline/finetune", "pipeline/models", "pipeline/au", "pipeline/data", "pipeline/optim.py",
         "pipeline/distributed.py", "pipeline/config.py", "pipeline/provenance.py")
+
+
+def check_inputs(params: Params, dataset: str, data_root: Path = DATA) -> None:
+    """The prepared crops and the initial weights exist; a one-line :class:`UserError` otherwise."""
+    index = data_root / dataset / "index.parquet"
+    if not index.is_file():
+        raise UserError(f"{index} missing: prepare the dataset first with `fmae prepare --dataset {dataset}` "
+                        f"(or `dvc repro prepare@{dataset}`)")
+    init = params.finetune.init
+    if init == "pretrain" and not PRETRAINED.is_file():
+        raise UserError(f"{PRETRAINED} missing (finetune.init: pretrain): run `dvc repro pretrain` first, "
+                        "or set finetune.init to a released FMAE checkpoint")
+    if init != "pretrain" and not Path(init).is_file():
+        raise ConfigError("finetune.init", init, "'pretrain' or the path of an existing checkpoint file")
 
 
 def out_dir(run: Run, root: Path = OUT) -> Path:
@@ -43,6 +57,7 @@ def run(params: Params, dataset: str | None = None, fold: int | None = None, var
         data_root: Path = DATA, out_root: Path = OUT, live_root: Path = LIVE) -> dict | None:
     if dataset is None or fold is None:
         raise ConfigError("--dataset/--fold", (dataset, fold), "both, e.g. fmae finetune --dataset bp4d --fold 1", "command line")
+    check_inputs(params, dataset, data_root)  # before anything is written (the dvclive folder included)
     job = Run(dataset, fold, variant)
     is_main = int(os.environ.get("RANK", "0")) == 0
     live = None

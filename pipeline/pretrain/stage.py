@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from .. import provenance
-from ..config import Params
+from ..config import ConfigError, Params
 from ..data.shards import read_shard_set
 from .train import pretrain
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 def run(params: Params, shards_dir: Path = SHARDS, out: Path = OUT, live_dir: Path = LIVE,
         metrics_path: Path = METRICS, stop_after: int | None = None) -> dict:
+    if params.pretrain.init and not Path(params.pretrain.init).is_file():
+        raise ConfigError("pretrain.init", params.pretrain.init, "'' (random init) or the path of an existing checkpoint file")
     shards = read_shard_set(shards_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
     live = None

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...config import MissingInput
 from ..images import Header, Rejected, probe
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -72,7 +73,7 @@ def walk_images(root: Path, pattern: str = "**/*") -> Iterator[str]:
 
 def read_lines(path: Path) -> list[str]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: metadata file missing (expected in the source root)")
+        raise MissingInput(f"{path}: metadata file missing (expected in the source root)")
     return [line for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...config import MissingInput
 from .base import file_record
 
 
 def read(root: Path):
     csvs = sorted(root.glob("umdfaces_batch*_ultraface.csv"))
     if not csvs:
-        raise FileNotFoundError(f"{root}: no umdfaces_batch*_ultraface.csv box files")
+        raise MissingInput(f"{root}: no umdfaces_batch*_ultraface.csv box files")
     for csv in csvs:
         batch = csv.name.removesuffix("_ultraface.csv")
         boxes = pd.read_csv(csv, usecols=["SUBJECT_ID", "FILE", "FACE_X", "FACE_Y", "FACE_WIDTH", "FACE_HEIGHT"])
