@@ -19,11 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import UserError
+
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable or does not fit the model."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file is missing, unreadable or does not fit the model (printed as one line by ``fmae``)."""
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
