@@ -3,6 +3,7 @@ fold, then the mean over folds per AU, and the mean over AUs."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,9 @@ def summarise(dataset: str, folds: list[FoldScores]) -> dict:
     if not folds:
         raise ValueError(f"{dataset}: no folds to summarise")
     stack = {k: np.stack([getattr(f, k) for f in folds]) for k in ("f1", "f1_05", "auc", "f1_constant")}
-    per_au = {k: np.nanmean(v, axis=0) for k, v in stack.items()}
+    with warnings.catch_warnings():  # an AU with one class in every fold has no AUC: NaN, written as null
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_au = {k: np.nanmean(v, axis=0) for k, v in stack.items()}
     out = {"f1_mean": _r(per_au["f1"].mean()), "f1_05_mean": _r(per_au["f1_05"].mean()),
            "auc_mean": _r(np.nanmean(per_au["auc"])), "f1_constant_mean": _r(per_au["f1_constant"].mean()),
            "n_folds": len(folds)}
