@@ -62,7 +62,37 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--fold", type=int, required=True, help="the 1-based test fold (BP4D, DISFA: 1-3; BP4D+: 1-4)")
             sub.add_argument("--variant", choices=("iat", "fmae"), default="iat",
                              help="iat: with the gradient-reversed identity head (iat.*); fmae: the plain baseline")
+    _add_predict(subs)
     return parser
+
+
+def _add_predict(subs) -> None:
+    sub = subs.add_parser("predict", help="AU probabilities for your own images, folders and videos",
+                          description="Detect every face (YuNet), crop it as training crops are cut and write one row "
+                                      "per face per frame with a probability and an occurrence column per AU. "
+                                      "Does not read params.yaml: the checkpoint carries what it needs.")
+    sub.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) and videos")
+    sub.add_argument("--checkpoint", "-c", nargs="+", action="extend", required=True, metavar="PATH",
+                     help="a fold checkpoint (models/au/<variant>/<dataset>/fold<k>/checkpoint.pth); several are "
+                          "averaged as an ensemble")
+    sub.add_argument("--dataset", choices=DATASETS, help="the AU list of a released checkpoint that does not name it")
+    sub.add_argument("--out", "-o", default="results.csv", help="output table, .csv or .parquet (default: %(default)s)")
+    sub.add_argument("--every", type=int, default=1, metavar="N", help="read every N-th video frame (default: all)")
+    sub.add_argument("--batch-size", type=int, default=32, help="faces per model call (default: %(default)s)")
+    sub.add_argument("--min-face", type=int, default=40, metavar="PX",
+                     help="faces whose shorter side is below this many pixels are listed, not scored (default: %(default)s)")
+    sub.add_argument("--min-score", type=float, default=0.6,
+                     help="faces below this detector score are listed, not scored (default: %(default)s)")
+    sub.add_argument("--device", default="auto", help="auto (CUDA when present, bf16), cpu or cuda[:N]")
+    sub.add_argument("--annotate", metavar="DIR", help="also write annotated images / MP4s (boxes, active AUs) here")
+    sub.add_argument("--plot", metavar="DIR", help="also write each video's AU-over-time plot (face 0) here")
+
+
+def _predict(args) -> None:
+    from .predict.run import run
+
+    run(args.inputs, args.checkpoint, args.out, args.dataset, args.every, args.batch_size, args.min_face,
+        args.min_score, args.device, args.annotate, args.plot)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     stage_args = {k: v for k in ("dataset", "fold", "variant") if (v := getattr(args, k, None)) is not None}
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.stage == "predict":
+            _predict(args)
+            return 0
         if "fold" in stage_args:
             _check_fold(stage_args["dataset"], stage_args["fold"])
         params = load_params(args.params, dict(_parse_override(s) for s in args.set))

@@ -45,6 +45,10 @@ class MissingInput(UserError, FileNotFoundError):
     """A file a stage reads is missing: a dataset's metadata, or an earlier stage's output."""
 
 
+class InputError(UserError, ValueError):
+    """An input file's content is not what was expected (a missing column, an unknown subject)."""
+
+
 class ConfigError(UserError, ValueError):
     """A setting in params.yaml is unknown, of the wrong type, or out of range."""
 
@@ -264,12 +268,14 @@ class AUConfig:
     frame_step: int  # keep every n-th labelled frame of each sequence (1 = all, as the paper)
     crop_size: int  # side of the stored face crops
     box_margin: float  # box expansion per side, as a fraction of its width/height
+    min_face_score: float  # detector score a face needs when the dataset has no face_boxes.csv
     workers: int  # processes cropping frames
 
     def __post_init__(self):
         check(self.frame_step >= 1, "frame_step", self.frame_step, "an integer >= 1 (1 = every labelled frame)")
         check(self.crop_size >= 32, "crop_size", self.crop_size, "an integer >= 32 (paper: 224)")
         check(0 <= self.box_margin < 1, "box_margin", self.box_margin, "a number in [0, 1) (paper: 0.05)")
+        check(0 <= self.min_face_score <= 1, "min_face_score", self.min_face_score, "a number in [0, 1]")
         check(self.workers >= 1, "workers", self.workers, "an integer >= 1")
 
 

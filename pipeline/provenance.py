@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("numpy", "opencv-python-headless", "pillow", "pandas", "pyarrow", "torch", "torchvision", "timm",
-            "webdataset", "ray", "dvc", "dvclive")
+            "webdataset", "ray", "dvc", "dvclive", "yuface")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -46,13 +46,14 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def record(stage: str, params: dict[str, Any], code: Iterable[str | Path]) -> dict[str, Any]:
+def record(stage: str, params: dict[str, Any], code: Iterable[str | Path], **extra: Any) -> dict[str, Any]:
+    """The record of ``stage``; ``extra`` adds fields of its own (e.g. which face detector made the crops)."""
     return {"stage": stage, "params": params, "code": code_version(code), "python": sys.version.split()[0],
-            "machine": f"{platform.system()}-{platform.machine()}", "packages": versions()}
+            "machine": f"{platform.system()}-{platform.machine()}", "packages": versions(), **extra}
 
 
-def write(path: str | Path, stage: str, params: dict[str, Any], code: Iterable[str | Path]) -> None:
+def write(path: str | Path, stage: str, params: dict[str, Any], code: Iterable[str | Path], **extra: Any) -> None:
     """Write the record of ``stage``; ``code`` lists the stage's code dependencies."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record(stage, params, code), indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(record(stage, params, code, **extra), indent=2, sort_keys=True) + "\n")

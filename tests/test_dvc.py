@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from tests.conftest import ROOT, TINY, TINY_STAGES
+from tests.real_faces import PORTRAIT
 
 BIN = Path(sys.executable).parent
 
@@ -87,6 +89,15 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     assert "Pretraining loss" in html and "epoch_001.png" in html
     for name in ("f1_per_epoch", "identity_probe", "tsne", "per_au_f1", "id_train_accuracy"):
         assert f"bp4d_{name}.png" in html, name
+    # the folds' own checkpoints carry what inference needs: predict applies two of them as an ensemble
+    folds = [f"models/au/iat/bp4d/fold{k}/checkpoint.pth" for k in (1, 2)]
+    _run([str(BIN / "fmae"), "predict", str(PORTRAIT), "--checkpoint", *folds, "--out", "predict.csv"], project)
+    table = pd.read_csv(project / "predict.csv")
+    assert table.status.tolist() == ["ok"] and table.filter(regex=r"^AU\d\d$").shape[1] == 12
+    thresholds = [json.loads((project / f.replace("checkpoint.pth", "metrics.json")).read_text())["selected_threshold"]
+                  for f in folds]
+    record = json.loads((project / "predict.csv.provenance.json").read_text())
+    assert record["threshold"] == pytest.approx(sum(thresholds) / 2)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.au.crops import crop_face, expand_box
+from pipeline.faces.crop import crop_face, expand_box
 from pipeline.au.folds import AUS, FOLDS, fold_split, subjects
 from pipeline.au.labels import UNKNOWN, apply_policy, read_occurrence_csv
 from pipeline.au.metrics import best_threshold, f1_per_au

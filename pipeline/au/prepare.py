@@ -4,7 +4,9 @@ Writes ``data/au/<dataset>/``: ``index.parquet`` (subject, sequence, frame, imag
 ``subject_index`` over the dataset's whole subject vocabulary, and where each crop lies:
 ``shard``, ``offset``, ``size`` of its JPEG inside the tar), ``shards/<dataset>-%06d.tar``
 (members ``<key>.jpg`` + ``<key>.json``), ``sizes.json``, ``skipped.csv`` (every labelled frame
-left out and why: no image, no face found, unreadable) and ``provenance.json``.
+left out and why: no image, no face found, unreadable), ``face_boxes.csv`` (the box each crop was
+cut from, with the detector's score when it was detected) and ``provenance.json`` (which records
+where the boxes came from: the dataset's ``face_boxes.csv``, or the detector and its version).
 """
 
 from __future__ import annotations
@@ -24,15 +26,18 @@ import webdataset as wds
 from tqdm import tqdm
 
 from .. import provenance
-from ..config import ConfigError, Params
-from .crops import HaarDetector, crop_face, read_boxes, smooth_boxes
+from ..config import ConfigError, InputError, Params
+from ..faces import detect
+from ..faces.crop import crop_face
+from ..faces.detect import FaceDetector
+from .crops import BOX_COLUMNS, BOX_FILE, read_boxes
 from .folds import subjects
 from .labels import apply_policy, au_columns, read_dataset
 
 OUT = Path("data/au")
 SHARD_SIZE = 1000
 JPEG_QUALITY = 95
-CODE = ("pipeline/au", "pipeline/config.py", "pipeline/provenance.py")
+CODE = ("pipeline/au", "pipeline/faces", "pipeline/config.py", "pipeline/provenance.py")
 log = logging.getLogger(__name__)
 
 
@@ -63,8 +68,10 @@ def _read_frame(root: Path, image: str, cache: dict) -> np.ndarray | None:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def crop_sequence(root: str, rows: list[dict], boxes: dict | None, margin: float, size: int) -> list[tuple[int, bytes | str]]:
-    """(row id, JPEG bytes) per frame of one sequence, or (row id, reason) when it is skipped."""
+def crop_sequence(root: str, rows: list[dict], boxes: dict | None, margin: float, size: int,
+                  min_score: float) -> list[tuple[int, bytes | str, tuple | None, float | None]]:
+    """Per frame of one sequence: (row id, JPEG bytes, box, detector score), or (row id, reason,
+    None, None) when it is skipped. ``boxes`` None: each frame's largest detected face."""
     root = Path(root)
     cache: dict = {}
     frames = [_read_frame(root, r["image"], cache) if r["image"] else None for r in rows]
@@ -72,21 +79,24 @@ def crop_sequence(root: str, rows: list[dict], boxes: dict | None, margin: float
         if isinstance(handle, zipfile.ZipFile):
             handle.close()
     if boxes is None:
-        detector = HaarDetector()
-        found = smooth_boxes([detector(f) if f is not None else None for f in frames])
+        detector = FaceDetector(min_score)
+        faces = [detector(f) if f is not None else [] for f in frames]
+        found = [(f[0].box, f[0].score) if f else None for f in faces]
     else:
-        found = [boxes.get((r["subject"], r["sequence"], r["frame"])) for r in rows]
+        found = [(b, None) if (b := boxes.get((r["subject"], r["sequence"], r["frame"]))) else None for r in rows]
     out = []
-    for r, frame, box in zip(rows, frames, found):
+    for r, frame, hit in zip(rows, frames, found):
         if not r["image"]:
-            out.append((r["row"], "no image for this label frame"))
+            out.append((r["row"], "no image for this label frame", None, None))
         elif frame is None:
-            out.append((r["row"], f"cannot decode {r['image']}"))
-        elif box is None:
-            out.append((r["row"], "no face found" if boxes is None else "no box in face_boxes.csv"))
+            out.append((r["row"], f"cannot decode {r['image']}", None, None))
+        elif hit is None:
+            why = f"no face found (YuNet score >= {min_score})" if boxes is None else "no box in face_boxes.csv"
+            out.append((r["row"], why, None, None))
         else:
-            crop = crop_face(frame, box, margin, size)
-            out.append((r["row"], cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()))
+            crop = crop_face(frame, hit[0], margin, size)
+            jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+            out.append((r["row"], jpeg, tuple(float(v) for v in hit[0]), hit[1]))
     return out
 
 
@@ -100,7 +110,7 @@ def prepare(params: Params, dataset: str, out: Path) -> pd.DataFrame:
     vocab = subjects(dataset)
     unknown = sorted(set(labels.subject) - set(vocab))
     if unknown:
-        raise ValueError(f"{root}: subject(s) {unknown[:5]} are not in the {dataset} subject list of pipeline/au/folds.py")
+        raise InputError(f"{root}: subject(s) {unknown[:5]} are not in the {dataset} subject list of pipeline/au/folds.py")
     labels = labels.sort_values(["subject", "sequence", "frame"], ignore_index=True)
     position = labels.groupby(["subject", "sequence"]).cumcount()
     labels = labels[position % cfg.frame_step == 0].reset_index(drop=True)  # every n-th labelled frame
@@ -109,22 +119,24 @@ def prepare(params: Params, dataset: str, out: Path) -> pd.DataFrame:
     box_table = read_boxes(root)
     boxes = None if box_table is None else {
         (s, q, int(f)): (x, y, w, h) for s, q, f, x, y, w, h in box_table.itertuples(index=False)}
+    faces = {"boxes": str(root / BOX_FILE)} if boxes is not None else {**detect.describe(), "min_score": cfg.min_face_score}
     if boxes is None:
-        log.info("%s: no face_boxes.csv, detecting faces with OpenCV's Haar cascade", root)
+        log.info("%s: no %s, detecting faces with %s", root, BOX_FILE, faces["package"])
 
     jobs = [g.to_dict("records") for _, g in labels.groupby(["subject", "sequence"], sort=True)]
     crops: dict[int, bytes] = {}
+    used: dict[int, tuple] = {}  # row -> (x, y, w, h, score) of the box cropped
     skipped: list[tuple[int, str]] = []
     with ProcessPoolExecutor(cfg.workers) as pool, tqdm(total=len(labels), desc=f"prepare {dataset}", unit="frame") as bar:
-        futures = [pool.submit(crop_sequence, str(root), job, _subset(boxes, job), cfg.box_margin, cfg.crop_size)
-                   for job in jobs]
+        futures = [pool.submit(crop_sequence, str(root), job, _subset(boxes, job), cfg.box_margin, cfg.crop_size,
+                               cfg.min_face_score) for job in jobs]
         for fut in futures:
             results = fut.result()
-            for row, result in results:
+            for row, result, box, score in results:
                 if isinstance(result, str):
                     skipped.append((row, result))
                 else:
-                    crops[row] = result
+                    crops[row], used[row] = result, (*box, score)
             bar.update(len(results))
     kept = labels[labels.row.isin(crops)].reset_index(drop=True)
     index = _write_shards(kept, crops, out / "shards", dataset)
@@ -132,10 +144,13 @@ def prepare(params: Params, dataset: str, out: Path) -> pd.DataFrame:
     skip["reason"] = [why for _, why in skipped]
     out.mkdir(parents=True, exist_ok=True)
     skip.to_csv(out / "skipped.csv", index=False)
+    cropped = kept[list(BOX_COLUMNS[:3])].copy()
+    cropped[[*BOX_COLUMNS[3:], "score"]] = [used[r] for r in kept.row] if len(kept) else np.empty((0, 5))
+    cropped.to_csv(out / BOX_FILE, index=False)
     index.drop(columns=["row"]).to_parquet(out / "index.parquet", index=False)
     sizes = index.groupby("shard").size().to_dict()
     (out / "sizes.json").write_text(json.dumps({k: int(v) for k, v in sorted(sizes.items())}, indent=1) + "\n")
-    provenance.write(out / "provenance.json", f"prepare@{dataset}", params.to_dict(), CODE)
+    provenance.write(out / "provenance.json", f"prepare@{dataset}", params.to_dict(), CODE, faces=faces)
     log.info("%s: %d frames cropped, %d skipped (see %s)", dataset, len(index), len(skip), out / "skipped.csv")
     return index
 

@@ -45,10 +45,10 @@ def train_transform(size: int):
                             re_mode="pixel", re_count=1, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def eval_transform(size: int):
+def eval_transform(size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
     """Resize to size x size (no centre crop), as the released code tests."""
     return T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
-                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+                      T.Normalize(mean, std)])
 
 
 class Crops(torch.utils.data.Dataset):

@@ -4,7 +4,7 @@ FMAE baseline, no identity head): one subject-exclusive fold per DVC matrix inst
 ``fmae finetune --dataset bp4d --fold 1 [--variant fmae]``; N GPUs: ``torchrun --nproc-per-node N
 -m pipeline finetune --dataset bp4d --fold 1``. Writes ``models/au/<variant>/<dataset>/fold<k>/``:
 ``checkpoint.pth`` (released container: ``model`` with ``fc_norm``/``head``/``ID_head``,
-``epoch``, ``params``), ``predictions.parquet`` (test frames, labels and probabilities),
+``epoch``, ``params``, and ``inference``: what ``fmae predict`` needs to apply it), ``predictions.parquet`` (test frames, labels and probabilities),
 ``metrics.json``, ``history.json`` and ``provenance.json``; dvclive logs in
 ``dvclive/finetune/<variant>/<dataset>-<fold>/``. While it runs, ``resume.pth`` beside them holds
 the last finished epoch (not a DVC output, so a killed run's file survives the next ``dvc repro``,
@@ -25,6 +25,7 @@ from ..au.labels import au_columns
 from ..au.metrics import f1_per_au
 from ..config import ConfigError, Params, UserError
 from ..models import checkpoint
+from ..models.au_checkpoint import inference_record
 from .train import PRETRAINED, Run, finetune
 
 DATA = Path("data/au")
@@ -72,12 +73,18 @@ def run(params: Params, dataset: str | None = None, fold: int | None = None, var
             live.end()
     if not is_main:
         return None
-    metrics = write_outputs(params, job, result, out_dir(job, out_root))
+    metrics = write_outputs(params, job, result, out_dir(job, out_root), _crop_boxes(data_root / dataset))
     (out_dir(job, out_root) / RESUME).unlink(missing_ok=True)
     return metrics
 
 
-def write_outputs(params: Params, job: Run, result: dict, out: Path) -> dict:
+def _crop_boxes(data: Path) -> dict | None:
+    """Where the training crops' boxes came from (``prepare``'s provenance): a box file or the detector."""
+    record = data / "provenance.json"
+    return json.loads(record.read_text()).get("faces") if record.is_file() else None
+
+
+def write_outputs(params: Params, job: Run, result: dict, out: Path, faces: dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     sel = result["selection"]
     probs, test = result["test_probs"], result["test_index"]
@@ -88,8 +95,12 @@ def write_outputs(params: Params, job: Run, result: dict, out: Path) -> dict:
     for k, au in enumerate(AUS[job.dataset]):
         preds[f"prob_au{au}"] = probs[:, k].astype(np.float32)
     preds.to_parquet(out / "predictions.parquet", index=False)
+    record = inference_record(params.model.name, params.model.img_size, job.dataset, sel["threshold"],
+                              params.au.box_margin, params.au.crop_size, variant=job.variant, fold=job.fold,
+                              faces=faces)
     checkpoint.save_atomic({"model": result["model"].state_dict(), "epoch": sel["epoch"] - 1, "params": params.to_dict(),
-                            "selection": sel, "optimizer": None, "scaler": None}, out / "checkpoint.pth")
+                            "selection": sel, "inference": record, "optimizer": None, "scaler": None},
+                           out / "checkpoint.pth")
     metrics = {
         "protocol": sel["protocol"], "optimistic": sel["optimistic"], "lambda": result["lambda"],
         "selected_epoch": sel["epoch"], "selected_threshold": sel["threshold"],

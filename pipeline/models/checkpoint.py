@@ -64,7 +64,7 @@ def read(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many kinds; all mean "cannot read"
-        raise CheckpointError(f"{path}: cannot read as a torch checkpoint ({err})") from err
+        raise CheckpointError(f"{path}: cannot read as a torch checkpoint ({_reason(err)})") from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict (a state dict or a container with 'model'), got {type(obj).__name__}")
     if "model" not in obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -73,6 +73,14 @@ def read(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no 'model' state dict inside (keys: {sorted(obj)[:10]})")
     obj["model"] = {k.removeprefix("module."): v for k, v in obj["model"].items()}
     return obj
+
+
+def _reason(err: Exception) -> str:
+    """torch.load's error in one line (its weights-only message runs to a page)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if text.startswith("Weights only load failed"):
+        return "not a torch file, or one that pickles objects other than tensors, containers and argparse.Namespace"
+    return text[:200]
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""``fmae predict``: AU probabilities for people's own images, folders and videos."""

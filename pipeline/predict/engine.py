@@ -1,0 +1,163 @@
+"""Apply AU models to frames: detect every face, crop it as training crops are cut, batch, average.
+
+:func:`predict` is the Python function behind ``fmae predict``. It returns one row per detected
+face per frame, plus a row for each frame without a face and each input that cannot be read, so
+nothing a user passed in is silently dropped. Faces are cropped with :func:`pipeline.faces.crop.crop_face`
+and the checkpoint's own margin and crop size, then resized and normalised by the model's
+evaluation transform, the path every training crop takes after ``prepare``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..distributed import autocast
+from ..faces.crop import crop_face
+from ..faces.detect import LANDMARKS, Face, FaceDetector
+from ..finetune.data import eval_transform
+from ..models.au_checkpoint import AUModel
+from .inputs import Frame, Problem, frames
+
+DETECT_FLOOR = 0.3  # faces down to this score are found and listed; below --min-score they get no AU columns
+BOX = ["x", "y", "w", "h"]
+MARKS = [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
+BASE = ["input", "frame", "time_s", "face", "status", "reason", *BOX, "score", *MARKS]
+OK, NO_FACE, SMALL, LOW, UNREADABLE = "ok", "no face", "small face", "low score", "unreadable"
+
+
+def au_name(au: int) -> str:
+    return f"AU{au:02d}"
+
+
+@dataclass
+class Timings:
+    """Wall seconds per part of the work, and how much was done."""
+
+    decode: float = 0.0
+    detect: float = 0.0
+    model: float = 0.0
+    frames: int = 0
+    faces: int = 0
+    seconds: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        total = self.decode + self.detect + self.model
+        return {"frames": self.frames, "faces": self.faces, "decode_s": self.decode, "detect_s": self.detect,
+                "model_s": self.model, "frames_per_s": self.frames / total if total else None}
+
+
+class Ensemble:
+    """The mean probability of one or more AU models of the same dataset and crop (e.g. the k folds)."""
+
+    def __init__(self, models: list[AUModel], device: torch.device):
+        first = models[0]
+        for m in models[1:]:
+            if m.aus != first.aus or m.crop != first.crop:
+                raise ValueError(f"{m.path}: AUs {list(m.aus)} / crop {m.crop} differ from {first.path}'s "
+                                 f"{list(first.aus)} / {first.crop}: an ensemble needs models of one dataset and crop")
+        self.models, self.device = [m.model.to(device) for m in models], device
+        self.transforms = [eval_transform(m.img_size, m.mean, m.std) for m in models]
+        self.aus, (self.margin, self.crop_size) = first.aus, first.crop
+        self.threshold = float(np.mean([m.threshold for m in models]))  # each fold's selected threshold, averaged
+
+    @torch.no_grad()
+    def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
+        images = [Image.fromarray(cv2.cvtColor(c, cv2.COLOR_BGR2RGB)) for c in crops]
+        total = np.zeros((len(crops), len(self.aus)), np.float64)
+        for model, transform in zip(self.models, self.transforms):
+            x = torch.stack([transform(img) for img in images]).to(self.device)
+            with autocast(self.device):
+                total += torch.sigmoid(model(x)[0].float()).cpu().numpy()
+        return total / len(self.models)
+
+
+def predict(inputs: list, ensemble: Ensemble, *, every: int = 1, batch_size: int = 32, min_face: int = 40,
+            min_score: float = 0.6, on_frame: Callable[[Frame, list[dict]], None] | None = None,
+            progress: bool = True, timings: Timings | None = None) -> pd.DataFrame:
+    """One row per face per frame of ``inputs`` (see :data:`BASE`, then ``AUxx`` probabilities and
+    ``AUxx_on`` occurrences at the ensemble's threshold). ``on_frame(frame, rows)`` is called for
+    every frame in order once its rows are complete (annotated output)."""
+    detector = FaceDetector(min(DETECT_FLOOR, min_score))
+    timings = timings if timings is not None else Timings()
+    rows: list[dict] = []
+    pending: list[tuple[Frame, list[int]]] = []  # frames whose faces wait for the model
+    crops: list[np.ndarray] = []
+    owners: list[int] = []  # row of each pending crop
+
+    def flush() -> None:
+        if crops:
+            start = time.perf_counter()
+            probs = ensemble(crops)
+            timings.model += time.perf_counter() - start
+            for r, p in zip(owners, probs):
+                rows[r]["probs"] = p
+        if on_frame is not None:
+            for frame, ids in pending:
+                on_frame(frame, [rows[i] for i in ids])
+        pending.clear(), crops.clear(), owners.clear()
+
+    stream = frames(inputs, every)
+    bar = tqdm(desc="predict", unit="frame", disable=not progress)
+    while True:
+        start = time.perf_counter()
+        item = next(stream, None)
+        timings.decode += time.perf_counter() - start
+        if item is None:
+            break
+        if isinstance(item, Problem):
+            rows.append({"input": item.input, "frame": item.index, "status": UNREADABLE, "reason": item.reason})
+            continue
+        start = time.perf_counter()
+        faces = detector(item.bgr)
+        timings.detect += time.perf_counter() - start
+        timings.frames += 1
+        where = {"input": item.input, "frame": item.index, "time_s": item.time}
+        ids = []
+        if not faces:
+            rows.append(where | {"status": NO_FACE})
+        for k, face in enumerate(faces):
+            status = SMALL if face.side < min_face else LOW if face.score < min_score else OK
+            ids.append(len(rows))
+            rows.append(where | {"face": k, "status": status} | _geometry(face))
+            if status == OK:
+                start = time.perf_counter()
+                crops.append(crop_face(item.bgr, face.box, ensemble.margin, ensemble.crop_size))
+                timings.model += time.perf_counter() - start
+                owners.append(ids[-1])
+                timings.faces += 1
+        pending.append((item, ids))
+        if len(crops) >= batch_size or len(pending) >= 4 * batch_size:
+            flush()
+        bar.update()
+    flush()
+    bar.close()
+    return _table(rows, ensemble)
+
+
+def _geometry(face: Face) -> dict:
+    marks = dict(zip(MARKS, np.ravel(face.landmarks).tolist()))
+    return dict(zip(BOX, face.box)) | {"score": face.score} | marks
+
+
+def _table(rows: list[dict], ensemble: Ensemble) -> pd.DataFrame:
+    names = [au_name(a) for a in ensemble.aus]
+    probs = np.full((len(rows), len(names)), np.nan, np.float32)
+    for i, r in enumerate(rows):
+        if "probs" in r:
+            probs[i] = r.pop("probs")
+    table = pd.DataFrame(rows, columns=BASE)
+    for col in ("frame", "face"):
+        table[col] = table[col].astype("Int64")
+    table = pd.concat([table, pd.DataFrame(probs, columns=names)], axis=1)
+    for name in names:
+        table[f"{name}_on"] = (table[name] >= ensemble.threshold).astype("Int8").where(table[name].notna())
+    return table

@@ -1,0 +1,114 @@
+"""``fmae predict INPUT... --checkpoint PATH...``: the command around :func:`engine.predict`.
+
+Writes the table (CSV, or Parquet when ``--out`` ends in ``.parquet``) and beside it
+``<out>.provenance.json`` (checkpoints with their SHA-256, detector and version, options, code
+version, packages, timings); optionally annotated images / MP4s and per-video timelines. Bad
+inputs are listed in the table (``status`` unreadable, ``reason``) and on stderr; the run goes on
+and exits 0. Only a problem with the checkpoints or options stops it, as a one-line error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .. import provenance
+from ..config import ConfigError, UserError
+from ..faces import detect
+from ..models import au_checkpoint
+from .annotate import Annotator
+from .engine import UNREADABLE, Ensemble, Timings, au_name, predict
+from .plot import plot_timeline
+
+CODE = ("pipeline/predict", "pipeline/faces", "pipeline/models", "pipeline/finetune/data.py")
+SUFFIXES = (".csv", ".parquet")
+log = logging.getLogger(__name__)
+
+
+def run(inputs: list[str], checkpoints: list[str], out: str = "results.csv", dataset: str | None = None,
+        every: int = 1, batch_size: int = 32, min_face: int = 40, min_score: float = 0.6, device: str = "auto",
+        annotate: str | None = None, plot: str | None = None, progress: bool = True) -> pd.DataFrame:
+    out_path = Path(out)
+    options = {"every": every, "batch_size": batch_size, "min_face": min_face, "min_score": min_score}
+    _check(out_path, options, device)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    models = [au_checkpoint.load(p, dataset) for p in checkpoints]
+    for m in models:
+        if m.faces and "boxes" in m.faces:
+            log.warning("%s was trained on crops from the boxes in %s, not from YuNet: faces here are cropped by YuNet, "
+                        "whose boxes may frame them differently", m.path, m.faces["boxes"])
+    try:
+        ensemble = Ensemble(models, dev)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    annotator = Annotator(Path(annotate), ensemble.aus, ensemble.threshold, every) if annotate else None
+    timings = Timings()
+    try:
+        table = predict(inputs, ensemble, every=every, batch_size=batch_size, min_face=min_face, min_score=min_score,
+                        on_frame=annotator, progress=progress, timings=timings)
+    finally:
+        if annotator is not None:
+            annotator.close()
+    _write(table, out_path)
+    record = provenance.record("predict", options | {"device": str(dev), "inputs": [str(i) for i in inputs]}, CODE,
+                               checkpoints=[_describe(m) for m in models], faces=detect.describe() | {"min_score": min_score},
+                               threshold=ensemble.threshold, timings=timings.as_dict())
+    sidecar = out_path.with_name(out_path.name + ".provenance.json")
+    sidecar.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    if plot:
+        names = [au_name(a) for a in ensemble.aus]
+        videos = table.loc[table.time_s.notna(), "input"].unique()
+        for video in videos:
+            if (png := plot_timeline(table, video, names, ensemble.threshold, Path(plot))) is not None:
+                log.info("timeline of %s: %s", video, png)
+    _summarise(table, out_path, timings)
+    return table
+
+
+def _check(out: Path, options: dict, device: str) -> None:
+    if out.suffix.lower() not in SUFFIXES:
+        raise ConfigError("--out", str(out), f"a file name ending in {' or '.join(SUFFIXES)}", "command line")
+    for key in ("every", "batch_size", "min_face"):
+        if options[key] < 1:
+            raise ConfigError(f"--{key.replace('_', '-')}", options[key], "an integer >= 1", "command line")
+    if not 0 <= options["min_score"] <= 1:
+        raise ConfigError("--min-score", options["min_score"], "a number in [0, 1]", "command line")
+    if device not in ("auto", "cpu") and not (device.startswith("cuda") and torch.cuda.is_available()):
+        raise ConfigError("--device", device, "auto, cpu, or cuda[:N] on a machine with a CUDA GPU", "command line")
+
+
+def _write(table: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix.lower() == ".parquet":
+        table.to_parquet(tmp, index=False)
+    else:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, out)
+
+
+def _describe(model: au_checkpoint.AUModel) -> dict:
+    h = hashlib.sha256()
+    with open(model.path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return {"path": str(model.path), "sha256": h.hexdigest(), "model": model.model.encoder_name,
+            "img_size": model.img_size, "dataset": model.dataset, "threshold": model.threshold}
+
+
+def _summarise(table: pd.DataFrame, out: Path, timings: Timings) -> None:
+    bad = table[table.status == UNREADABLE]
+    for row in bad.itertuples(index=False):
+        log.warning("%s: %s", row.input, row.reason)
+    counts = table.status.value_counts().to_dict()
+    t = timings.as_dict()
+    speed = f", {t['frames_per_s']:.1f} frames/s" if t["frames_per_s"] else ""
+    log.info("%s: %d frames, %d faces with AUs, rows by status %s%s", out, t["frames"], t["faces"], counts, speed)
+    if len(bad):
+        log.warning("%d input(s) or part(s) could not be read: listed above and in %s (status 'unreadable')", len(bad), out)
