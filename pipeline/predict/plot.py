@@ -24,7 +24,8 @@ def plot_timeline(table: pd.DataFrame, video: str, aus: list[str], threshold: fl
         ax.plot(rows.time_s, rows[au], color="tab:blue", linewidth=1)
         ax.axhline(threshold, color="tab:red", linewidth=0.7, linestyle="--")
         ax.set_ylim(0, 1)
-        ax.set_yticks([])
+        ax.set_yticks([0, 1])
+        ax.tick_params(axis="y", labelsize=6, length=2)
         ax.set_ylabel(au, rotation=0, ha="right", va="center", fontsize=8)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
