@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--variant", choices=("iat", "fmae"), default="iat",
                              help="iat: with the gradient-reversed identity head (iat.*); fmae: the plain baseline")
     _add_predict(subs)
+    sub = subs.add_parser("results", help="the paper-style table of the workspace, HEAD and every experiment",
+                          description="One row per DVC experiment: lambda, identity head, seed, protocol, test F1 and "
+                                      "AUC of FMAE and FMAE-IAT, the all-positive floor and the identity probe.")
+    sub.add_argument("--dataset", choices=DATASETS, help="only this dataset (default: every evaluated one)")
     return parser
 
 
@@ -102,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.stage == "predict":
             _predict(args)
+            return 0
+        if args.stage == "results":
+            from .results import run as results
+
+            results(dataset=args.dataset)
             return 0
         if "fold" in stage_args:
             _check_fold(stage_args["dataset"], stage_args["fold"])

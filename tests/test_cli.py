@@ -56,9 +56,9 @@ def test_a_missing_init_checkpoint_is_named(tmp_path):
     (tmp_path / "data" / "au" / "bp4d").mkdir(parents=True)
     (tmp_path / "data" / "au" / "bp4d" / "index.parquet").write_bytes(b"")
     line = _one_line_error(_fmae("finetune", "--dataset", "bp4d", "--fold", "1", "--set", "finetune.init=nope.pth", cwd=tmp_path))
-    assert "finetune.init = 'nope.pth': expected 'pretrain' or the path of an existing checkpoint file" in line
+    assert "finetune.init = 'nope.pth': expected an existing checkpoint file" in line
     line = _one_line_error(_fmae("finetune", "--dataset", "bp4d", "--fold", "1", cwd=tmp_path))
-    assert "models/fmae/fmae.pth missing (finetune.init: pretrain)" in line
+    assert "models/fmae/fmae.pth missing (finetune.init)" in line
     assert not (tmp_path / "dvclive").exists()
 
 

@@ -82,3 +82,20 @@ def test_every_key_in_params_yaml_has_a_comment():
     key_line = re.compile(r"^\s*[A-Za-z_][\w]*:")
     undocumented = [line for line in text if key_line.match(line) and "#" not in line]
     assert not undocumented, undocumented
+
+
+def test_params_paper_holds_the_papers_settings_and_every_key():
+    """params-paper.yaml is a complete, valid params file (same keys) with the paper's sizes and recipe."""
+    paper = load_params(ROOT / "params-paper.yaml")
+    assert (paper.model.name, paper.model.img_size) == ("vit_large_patch16_224", 224)
+    assert (paper.pretrain.decoder_dim, paper.pretrain.decoder_depth, paper.pretrain.decoder_heads) == (512, 8, 16)
+    assert (paper.pretrain.epochs, paper.pretrain.blr, paper.pretrain.mask_ratio) == (50, 1.5e-4, 0.75)
+    assert (paper.finetune.epochs, paper.finetune.batch_size, paper.finetune.blr, paper.finetune.layer_decay) == (30, 64, 5e-4, 0.65)
+    assert paper.iat.lambda_ == 2.0
+    assert paper.au.frame_step == 1 and paper.au.box_margin == 0.05
+
+    def keys(tree, prefix=""):
+        return {f"{prefix}{k}" for k in tree} | {x for k, v in tree.items() if isinstance(v, dict)
+                                                 for x in keys(v, f"{prefix}{k}.")}
+    demo, real = (yaml.safe_load((ROOT / name).read_text()) for name in ("params.yaml", "params-paper.yaml"))
+    assert keys(demo) == keys(real)

@@ -245,3 +245,22 @@ def test_min_side_filter(params):
     m = _manifest([(100, 100), (60, 80), (64, 64)])
     kept, rejects, _ = apply_filters(m, replace(params.curate, min_side=64), pd.Series({k: k for k in m.key}))
     assert sorted(kept.key) == ["s-0", "s-2"] and rejects.reason.tolist() == ["too_small"]
+
+
+def test_manifest_ignores_modification_times_and_sees_changed_images(tmp_path):
+    """A checkout or copy (new mtimes, same bytes) must not re-run curation; a re-encoded image must."""
+    root = tmp_path / "mine"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.jpg"):
+        Image.fromarray(rng.integers(0, 256, (96, 80, 3), dtype=np.uint8)).save(root / name, quality=90)
+    off = {f"sources.{n}": {"enabled": False, "root": "x", "max_images": 0} for n in NAMES}
+    params = load_params(ROOT / "params.yaml", {**off, "sources.folder": {"enabled": True, "root": str(root), "max_images": 0}})
+    before = scan(params)
+    for path in root.iterdir():
+        os.utime(path, (1_800_000_000, 1_800_000_000))
+    assert scan(params).equals(before)
+    Image.open(root / "b.jpg").save(root / "b.jpg", quality=70)
+    after = scan(params)
+    changed = after.key[after.sig != before.sig].tolist()
+    assert changed == before.key[before.path.str.endswith("b.jpg")].tolist()

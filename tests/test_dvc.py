@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -70,7 +72,7 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     assert "pretrain" not in status
     metrics = _run([str(BIN / "dvc"), "metrics", "show"], project)
     assert "sources.celeba.kept" in metrics and "pretrain.loss" in metrics
-    assert "models/au/iat/bp4d/fold3/metrics.json" in metrics and "test_f1_selected" in metrics
+    assert "models/au/iat/bp4d/fold3/metrics.json" in metrics and "auc_mean" in metrics
     assert "bp4d.iat.f1_mean" in metrics and "bp4d.fmae.au12.f1" in metrics and "bp4d.iat.fold1.f1_mean" in metrics
     assert "bp4d.iat.top1" in metrics and "bp4d.chance" in metrics
     au = json.loads((project / "metrics/au.json").read_text())
@@ -80,13 +82,15 @@ def test_repro_twice_second_run_reruns_only_scan(project):
         for fold in (1, 2, 3):
             own = json.loads((project / f"models/au/{variant}/bp4d/fold{fold}/metrics.json").read_text())
             entry = au["bp4d"][variant][f"fold{fold}"]
-            assert entry["epoch"] == own["selected_epoch"] and entry["threshold"] == own["selected_threshold"]
-            assert entry["f1_mean"] == pytest.approx(own["test_f1_selected"], abs=1e-4)
-            assert entry["f1_05_mean"] == pytest.approx(own["test_f1_at_0.5"], abs=1e-4)
+            assert entry["epoch"] == own["epoch"] and entry["threshold"] == own["threshold"]
+            for key in ("f1_mean", "f1_05_mean", "auc_mean"):  # one naming scheme: the fold file's keys are the summary's
+                assert entry[key] == pytest.approx(own[key], abs=1e-4), key
     assert "| Method | AU1 |" in (project / "reports/au.md").read_text()
     _run([str(BIN / "dvc"), "plots", "show", "--out", "dvc_plots"], project)
     html = (project / "dvc_plots" / "index.html").read_text()
     assert "Pretraining loss" in html and "epoch_001.png" in html
+    assert "cdn.jsdelivr" not in html and "vega-embed 6.18.2" in html  # the offline template: Vega inlined
+    assert "Finetuning AU loss per epoch" in html and "Identity head training accuracy" in html
     for name in ("f1_per_epoch", "identity_probe", "tsne", "per_au_f1", "id_train_accuracy"):
         assert f"bp4d_{name}.png" in html, name
     # the folds' own checkpoints carry what inference needs: predict applies two of them as an ensemble
@@ -94,7 +98,7 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     _run([str(BIN / "fmae"), "predict", str(PORTRAIT), "--checkpoint", *folds, "--out", "predict.csv"], project)
     table = pd.read_csv(project / "predict.csv")
     assert table.status.tolist() == ["ok"] and table.filter(regex=r"^AU\d\d$").shape[1] == 12
-    thresholds = [json.loads((project / f.replace("checkpoint.pth", "metrics.json")).read_text())["selected_threshold"]
+    thresholds = [json.loads((project / f.replace("checkpoint.pth", "metrics.json")).read_text())["threshold"]
                   for f in folds]
     record = json.loads((project / "predict.csv.provenance.json").read_text())
     assert record["threshold"] == pytest.approx(sum(thresholds) / 2)
@@ -108,3 +112,38 @@ def test_lambda_experiment_reruns_only_the_iat_stages(project):
     assert "Running stage 'evaluate'" in out
     for cached in ("curate", "pretrain", "prepare@bp4d", "finetune_fmae@bp4d-1"):
         assert f"Running stage '{cached}'" not in out, cached
+
+
+@pytest.mark.slow
+def test_queued_sweep_reruns_only_the_iat_stages_and_experiments_compare(project):
+    """`dvc exp run --queue` runs in a fresh checkout (new file times): curation and pretraining
+    must stay cached; per-fold metrics and curves of the two experiments must be diffable."""
+    dvc = str(BIN / "dvc")
+    _run([dvc, "repro"], project)
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"]):
+        subprocess.run(cmd, cwd=project, check=True)
+    _run([dvc, "exp", "run", "--queue", "-S", "iat.lambda=0,1"], project)
+    _run([dvc, "queue", "start", "-j", "1"], project)
+    deadline = time.monotonic() + 900
+    while re.search(r"\b(Queued|Running)\b", status := _run([dvc, "queue", "status"], project)):
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+    assert "Failed" not in status, status
+    names = _run([dvc, "exp", "list", "--name-only"], project).split()
+    assert len(names) == 2, names
+    for name in names:
+        log = _run([dvc, "queue", "logs", name], project)
+        assert "Running stage 'finetune@bp4d-1'" in log and "Running stage 'evaluate'" in log, log[-2000:]
+        for cached in ("synthesize", "curate", "pretrain", "prepare@bp4d", "finetune_fmae@bp4d-1"):
+            assert f"Running stage '{cached}'" not in log, (name, cached)
+    diff = _run([dvc, "metrics", "diff", *names, "--all"], project)
+    assert "models/au/iat/bp4d/fold1/metrics.json" in diff and "f1_mean" in diff, diff
+    row = next(line for line in diff.splitlines() if "iat/bp4d/fold1/metrics.json" in line and "lambda" in line)
+    assert " - " not in f" {row} ", row  # both experiments' values were found
+    curves = _run([dvc, "plots", "diff", *names, "--json"], project)
+    assert "val_f1_best_threshold" in curves and all(name in curves for name in names)
+    results = _run([str(BIN / "fmae"), "results"], project)
+    rows = {line.split("|")[1].strip(): line for line in results.splitlines() if line.startswith("| ") and "---" not in line}
+    assert set(names) <= set(rows) and "workspace" in rows, results
+    lambdas = sorted(rows[n].split("|")[2].strip() for n in names)
+    assert lambdas == ["0", "1"], results

@@ -80,7 +80,7 @@ def plan_shards(kept: pd.DataFrame, cfg: CurateConfig) -> pd.DataFrame:
 
 def shard_fingerprint(rows: pd.DataFrame, cfg: CurateConfig) -> str:
     """Hash of everything that determines a shard's bytes: its inputs and the output settings."""
-    cols = ["key", "path", "member", "size", "mtime", "crop_x", "crop_y", "crop_w", "crop_h", "source", "identity"]
+    cols = ["key", "path", "member", "size", "sig", "crop_x", "crop_y", "crop_w", "crop_h", "source", "identity"]
     payload = {"rows": rows[cols].astype(str).values.tolist(), "image_size": cfg.image_size,
                "jpeg_quality": cfg.jpeg_quality, "format": FORMAT_VERSION}
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()

@@ -2,7 +2,8 @@
 
 Raw trees of millions of files are never DVC dependencies; this cheap, always-run stage turns
 them into one file, ``data/face9m/manifest.parquet``, whose bytes change only when the
-sources do, so ``curate`` re-runs only then. Columns: key, source, path, member, size, mtime,
+sources do, so ``curate`` re-runs only then. Columns: key, source, path, member, size, sig (content
+signature: size + first and last 4 KiB, not the mtime, so a checkout or copy changes nothing),
 width, height, identity, crop_x/y/w/h (NaN without a crop), error (header unreadable: empty,
 not_an_image, corrupt).
 """
@@ -20,7 +21,7 @@ from .sources import read_source
 
 log = logging.getLogger(__name__)
 MANIFEST = Path("data/face9m/manifest.parquet")
-COLUMNS = ["key", "source", "path", "member", "size", "mtime", "width", "height", "identity",
+COLUMNS = ["key", "source", "path", "member", "size", "sig", "width", "height", "identity",
            "crop_x", "crop_y", "crop_w", "crop_h", "error"]
 
 
@@ -37,7 +38,7 @@ def scan(params: Params) -> pd.DataFrame:
             try:
                 for rec in read_source(name, src.root, src.max_images):
                     crop = rec.crop or (float("nan"),) * 4
-                    rows.append((rec.key, rec.source, rec.path, rec.member, rec.size, rec.mtime, rec.width, rec.height,
+                    rows.append((rec.key, rec.source, rec.path, rec.member, rec.size, rec.sig, rec.width, rec.height,
                                  rec.identity, *crop, rec.error))
                     bar.update()
             except FileNotFoundError as err:

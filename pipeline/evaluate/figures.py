@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 LABELS = {"pretrained": "FMAE pretrained (no finetuning)", "fmae": "FMAE", "iat": "FMAE-IAT"}
 COLOURS = {"pretrained": "tab:grey", "fmae": "tab:blue", "iat": "tab:red"}
@@ -32,13 +33,15 @@ def curves_figure(curves: dict[str, np.ndarray], path: Path, title: str, ylabel:
         x = np.arange(1, values.shape[1] + 1)
         colour = COLOURS.get(name)
         if len(values) > 1:
-            for row in values:
-                ax.plot(x, row, color=colour, alpha=0.25, linewidth=1)
+            for k, row in enumerate(values):
+                ax.plot(x, row, color=colour, alpha=0.25, linewidth=1,
+                        label=f"{LABELS.get(name, name)}, each fold" if k == 0 else None)
         ax.plot(x, np.nanmean(values, axis=0), color=colour, marker="o", markersize=3,
                 label=LABELS.get(name, name) + (f" (mean of {len(values)})" if len(values) > 1 else ""))
     if hline is not None:
         ax.axhline(hline[1], color="black", linestyle="--", linewidth=1, label=hline[0])
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -31,7 +31,9 @@ from tqdm import tqdm
 from .. import provenance
 from ..au.folds import AUS
 from ..config import MissingInput, Params
-from ..finetune.data import Crops, eval_transform
+from ..au.labels import au_columns
+from ..au.metrics import f1_per_au
+from ..finetune.data import Crops, eval_transform, fold_parts
 from ..finetune.train import build_model, load_backbone
 from ..models import checkpoint
 from . import figures, report
@@ -86,7 +88,7 @@ def fold_runs(params: Params, dataset: str, variant: str, root: Path = MODELS) -
 
 def au_scores(runs: list[FoldRun]) -> dict:
     folds = [score_fold(pd.read_parquet(r.folder / "predictions.parquet"), r.dataset, r.fold,
-                        r.metrics["selected_threshold"], r.metrics["selected_epoch"]) for r in runs]
+                        r.metrics["threshold"], r.metrics["epoch"]) for r in runs]
     return summarise(runs[0].dataset, folds)
 
 
@@ -165,6 +167,18 @@ def identity_metrics(curves: dict[str, np.ndarray], info: dict, folds: tuple[int
     return out
 
 
+def split_floor(params: Params, dataset: str, split: str, data_root: Path = DATA) -> float:
+    """The all-positive predictor's mean F1 on ``split`` (``val`` or ``test``), averaged over the folds:
+    the floor of the F1-per-epoch curves, which are scored on that split."""
+    index = pd.read_parquet(data_root / dataset / "index.parquet")
+    floors = []
+    for fold in params.finetune.folds:
+        part = fold_parts(index, dataset, fold, params.finetune.val_fraction, params.finetune.seed)[split]
+        labels = part[au_columns(dataset)].to_numpy()
+        floors.append(float(f1_per_au(labels, np.ones(labels.shape)).mean()))
+    return float(np.mean(floors))
+
+
 def evaluate_dataset(params: Params, dataset: str) -> tuple[dict, dict, dict]:
     """(AU metrics, identity metrics, paths of the figures) of one dataset."""
     runs = {v: fold_runs(params, dataset, v) for v in VARIANTS}
@@ -180,7 +194,8 @@ def evaluate_dataset(params: Params, dataset: str) -> tuple[dict, dict, dict]:
     split_name = "validation subjects" if pick == "val" else "test fold (optimistic)"
     figs = {
         "f1_dynamics": figures.curves_figure(dynamics, PLOTS / f"{dataset}_f1_per_epoch.png",
-                                             f"{dataset}: F1 per finetuning epoch", f"mean F1, {split_name}"),
+                                             f"{dataset}: F1 per finetuning epoch", f"mean F1, {split_name}",
+                                             hline=("all-positive predictor", split_floor(params, dataset, pick))),
         "identity_probe": figures.curves_figure(curves, PLOTS / f"{dataset}_identity_probe.png",
                                                 f"{dataset}: linear identity probe on frozen features",
                                                 "top-1 accuracy (probe test frames)", "probe epoch",

@@ -22,11 +22,11 @@ import numpy as np
 from .. import provenance
 from ..au.folds import AUS
 from ..au.labels import au_columns
-from ..au.metrics import f1_per_au
+from ..au.metrics import auc_per_au, f1_per_au
 from ..config import ConfigError, Params, UserError
 from ..models import checkpoint
 from ..models.au_checkpoint import inference_record
-from .train import PRETRAINED, Run, finetune
+from .train import PRETRAINED, Run, finetune, init_path
 
 DATA = Path("data/au")
 OUT = Path("models/au")
@@ -42,12 +42,13 @@ def check_inputs(params: Params, dataset: str, data_root: Path = DATA) -> None:
     if not index.is_file():
         raise UserError(f"{index} missing: prepare the dataset first with `fmae prepare --dataset {dataset}` "
                         f"(or `dvc repro prepare@{dataset}`)")
-    init = params.finetune.init
-    if init == "pretrain" and not PRETRAINED.is_file():
-        raise UserError(f"{PRETRAINED} missing (finetune.init: pretrain): run `dvc repro pretrain` first, "
+    init = init_path(params.finetune.init)
+    if init == PRETRAINED and not init.is_file():
+        raise UserError(f"{PRETRAINED} missing (finetune.init): run `dvc repro pretrain` first, "
                         "or set finetune.init to a released FMAE checkpoint")
-    if init != "pretrain" and not Path(init).is_file():
-        raise ConfigError("finetune.init", init, "'pretrain' or the path of an existing checkpoint file")
+    if not init.is_file():
+        raise ConfigError("finetune.init", params.finetune.init, f"an existing checkpoint file ({PRETRAINED}: the pretrain "
+                          "stage's, or a released FMAE / FMAE-IAT file)")
 
 
 def out_dir(run: Run, root: Path = OUT) -> Path:
@@ -78,6 +79,12 @@ def run(params: Params, dataset: str | None = None, fold: int | None = None, var
     return metrics
 
 
+def _nanmean(values: np.ndarray) -> float | None:
+    """Mean over the AUs that have an AUC (an AU absent from the test fold has none): None if none has."""
+    known = values[~np.isnan(values)]
+    return float(known.mean()) if len(known) else None
+
+
 def _crop_boxes(data: Path) -> dict | None:
     """Where the training crops' boxes came from (``prepare``'s provenance): a box file or the detector."""
     record = data / "provenance.json"
@@ -101,12 +108,14 @@ def write_outputs(params: Params, job: Run, result: dict, out: Path, faces: dict
     checkpoint.save_atomic({"model": result["model"].state_dict(), "epoch": sel["epoch"] - 1, "params": params.to_dict(),
                             "selection": sel, "inference": record, "optimizer": None, "scaler": None},
                            out / "checkpoint.pth")
+    auc = auc_per_au(labels, probs)
+    # the names of metrics/au.json's per-fold entries (bp4d.iat.fold1.f1_mean, ...), so the two read alike
     metrics = {
         "protocol": sel["protocol"], "optimistic": sel["optimistic"], "lambda": result["lambda"],
-        "selected_epoch": sel["epoch"], "selected_threshold": sel["threshold"],
-        "test_f1_selected": float(f1_sel.mean()), "test_f1_at_0.5": float(f1_half.mean()),
-        "per_au": {f"au{au}": {"f1_selected": float(a), "f1_at_0.5": float(b)}
-                   for au, a, b in zip(AUS[job.dataset], f1_sel, f1_half)},
+        "epoch": sel["epoch"], "threshold": sel["threshold"],
+        "f1_mean": float(f1_sel.mean()), "f1_05_mean": float(f1_half.mean()), "auc_mean": _nanmean(auc),
+        **{f"au{au}": {"f1": float(a), "f1_05": float(b), "auc": None if np.isnan(c) else float(c)}
+           for au, a, b, c in zip(AUS[job.dataset], f1_sel, f1_half, auc)},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "history.json").write_text(json.dumps({"history": result["history"], "subjects": result["subjects"],

@@ -77,10 +77,15 @@ def build_model(params: Params, dataset: str, lambda_: float) -> AUDetector:
                       img_size=params.model.img_size, drop_path=params.model.drop_path)
 
 
+def init_path(init: str) -> Path:
+    """The file ``finetune.init`` names (``pretrain``, the older spelling, is the pretrain stage's output)."""
+    return PRETRAINED if init == "pretrain" else Path(init)
+
+
 def load_backbone(model: AUDetector, init: str) -> checkpoint.LoadReport:
     """Pretrained weights into ``model``: the pretrain stage's, a released FMAE (decoder keys unused)
     or a released FMAE-IAT finetuned checkpoint (``fc_norm``, ``head``, ``ID_head`` too)."""
-    path = PRETRAINED if init == "pretrain" else Path(init)
+    path = init_path(init)
     report = checkpoint.load_into(model, checkpoint.read(path)["model"])
     log.info("init from %s: %s", path, report.summary())
     if not any(k.startswith("blocks.") for k in report.matched):
@@ -105,7 +110,7 @@ def fingerprint(params: Params, run: Run, data_dir: Path, lambda_: float, world_
     index (labels and unknown policy included) and the initial weights (path, size, mtime)."""
     p = params.to_dict()
     recipe = {k: v for k, v in p["finetune"].items() if k != "workers"}
-    init = PRETRAINED if params.finetune.init == "pretrain" else Path(params.finetune.init)
+    init = init_path(params.finetune.init)
     stat = init.stat() if init.is_file() else None
     blob = json.dumps([p["model"], recipe, p["iat"] if lambda_ else None, lambda_, run.dataset, run.fold, run.variant,
                        hashlib.sha256((data_dir / "index.parquet").read_bytes()).hexdigest(),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ..data.images import decode_rgb, denormalize, normalize, to_chw
 from ..models.mae import MaskedAutoencoder
@@ -49,4 +49,16 @@ def reconstruction_grid(model: MaskedAutoencoder, images: torch.Tensor, seed: in
     rows = [denormalize(x), denormalize(masked) * (1 - mask_img) + 0.5 * mask_img, denormalize(pasted)]
     model.train(was_training)
     grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)  # [3, 3H, nW]
-    return Image.fromarray((grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
+    pixels = Image.fromarray((grid.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
+    return _label_rows(pixels, ["original", f"input ({1 - model.mask_ratio:.0%} seen)", "reconstruction"])
+
+
+def _label_rows(grid: Image.Image, labels: list[str], width: int = 120) -> Image.Image:
+    """The grid with a white column on the left naming each row."""
+    out = Image.new("RGB", (grid.width + width, grid.height), "white")
+    out.paste(grid, (width, 0))
+    draw, rows = ImageDraw.Draw(out), len(labels)
+    font = ImageFont.load_default(size=max(10, min(16, grid.height // rows // 6)))
+    for k, text in enumerate(labels):
+        draw.text((6, (k + 0.5) * grid.height / rows), text, fill="black", font=font, anchor="lm")
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ class Record:
     path: str  # the image file, or the tar holding it
     member: str  # the tar member name, "" for plain files
     size: int  # bytes
-    mtime: int  # ns since the epoch, of the file (or its tar)
+    sig: str  # content signature: size + first and last 4 KiB (see :func:`signature`)
     width: int  # displayed size (EXIF orientation applied), of the crop when there is one; 0 if unreadable
     height: int
     identity: str  # the source's identity label, "" when the source has none
@@ -36,16 +35,35 @@ def make_key(source: str, relpath: str) -> str:
     return f"{source}-{hashlib.sha1(relpath.encode()).hexdigest()[:16]}"
 
 
+SIG_BYTES = 4096
+
+
+def signature(size: int, head: bytes, tail: bytes) -> str:
+    """What tells ``curate`` that an image changed: its size and its first and last 4 KiB, hashed.
+
+    Not the modification time, which a copy, a ``touch`` or DVC's checkout of the demo world in a
+    queued experiment changes without changing a byte (and which would re-run curation and
+    pretraining for nothing); not a hash of every byte, which would read all of Face9M on every
+    ``dvc repro``. An edit that keeps the size and both ends is missed: re-encoding or resizing
+    an image changes them.
+    """
+    return hashlib.sha1(str(size).encode() + b"\0" + head + b"\0" + tail).hexdigest()[:16]
+
+
 def file_record(source: str, root: Path, rel: str, identity: str = "",
                 crop: tuple[float, float, float, float] | None = None) -> Record:
     """A record of the file ``root/rel``, its size read from the header only."""
     path = root / rel
-    st = path.stat()
+    size = path.stat().st_size
     with path.open("rb") as fh:
-        return _record(source, rel, str(path), "", st.st_size, st.st_mtime_ns, fh, identity, crop)
+        head = fh.read(SIG_BYTES)
+        fh.seek(max(0, size - SIG_BYTES))
+        sig = signature(size, head, fh.read(SIG_BYTES))
+        fh.seek(0)
+        return _record(source, rel, str(path), "", size, sig, fh, identity, crop)
 
 
-def _record(source, rel, path, member, size, mtime, fp, identity, crop) -> Record:
+def _record(source, rel, path, member, size, sig, fp, identity, crop) -> Record:
     width = height = 0
     error = ""
     try:
@@ -55,13 +73,14 @@ def _record(source, rel, path, member, size, mtime, fp, identity, crop) -> Recor
             width, height = max(0, round(crop[2])), max(0, round(crop[3]))
     except Rejected as rej:
         error = rej.reason
-    return Record(make_key(source, rel), source, path, member, size, mtime, width, height, identity, crop, error)
+    return Record(make_key(source, rel), source, path, member, size, sig, width, height, identity, crop, error)
 
 
-def member_record(source: str, tar_path: Path, rel_tar: str, member: str, data: bytes, mtime: int) -> Record:
+def member_record(source: str, tar_path: Path, rel_tar: str, member: str, data: bytes) -> Record:
     import io
 
-    return _record(source, f"{rel_tar}:{member}", str(tar_path), member, len(data), mtime, io.BytesIO(data), "", None)
+    sig = signature(len(data), data[:SIG_BYTES], data[-SIG_BYTES:])
+    return _record(source, f"{rel_tar}:{member}", str(tar_path), member, len(data), sig, io.BytesIO(data), "", None)
 
 
 def walk_images(root: Path, pattern: str = "**/*") -> Iterator[str]:
@@ -83,6 +102,3 @@ def capped(records: Iterable[Record], limit: int) -> Iterator[Record]:
             return
         yield rec
 
-
-def mtime_ns(path: Path) -> int:
-    return os.stat(path).st_mtime_ns

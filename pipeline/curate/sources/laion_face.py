@@ -4,7 +4,7 @@ members are ``<key>.jpg``. Failed downloads appear only in the parquet files, ne
 from pathlib import Path
 import tarfile
 
-from .base import IMAGE_EXTENSIONS, member_record, mtime_ns
+from .base import IMAGE_EXTENSIONS, member_record
 
 
 def read(root: Path):
@@ -14,4 +14,4 @@ def read(root: Path):
             members = sorted((m for m in tar.getmembers() if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS),
                              key=lambda m: m.name)
             for m in members:
-                yield member_record("laion_face", tar_path, rel_tar, m.name, tar.extractfile(m).read(), mtime_ns(tar_path))
+                yield member_record("laion_face", tar_path, rel_tar, m.name, tar.extractfile(m).read())
