@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import tarfile
 import zipfile
@@ -127,7 +128,10 @@ def prepare(params: Params, dataset: str, out: Path) -> pd.DataFrame:
     crops: dict[int, bytes] = {}
     used: dict[int, tuple] = {}  # row -> (x, y, w, h, score) of the box cropped
     skipped: list[tuple[int, str]] = []
-    with ProcessPoolExecutor(cfg.workers) as pool, tqdm(total=len(labels), desc=f"prepare {dataset}", unit="frame") as bar:
+    # forkserver, not fork: YuNet runs on OpenMP (its own libgomp), which hangs in a child forked
+    # from a process that has used it (a notebook, the tests); forkserver's children start clean
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(cfg.workers, mp_context=context) as pool, tqdm(total=len(labels), desc=f"prepare {dataset}", unit="frame") as bar:
         futures = [pool.submit(crop_sequence, str(root), job, _subset(boxes, job), cfg.box_margin, cfg.crop_size,
                                cfg.min_face_score) for job in jobs]
         for fut in futures:
