@@ -14,6 +14,8 @@ plus ``metrics/curation.json`` and ``reports/curation_samples.png``.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import hashlib
 import json
 import logging
@@ -66,10 +68,19 @@ def _fingerprint(rows: list[dict], near: bool) -> list[tuple[str, str, int | Non
 KILL_AFTER_SHARDS = "FMAE_KILL_AFTER_SHARDS"
 
 
-def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int], kill_after: int | None = None) -> list:
-    """Run ``fn(*a)`` for each ``a`` as Ray tasks, in order, with a throughput/ETA bar."""
-    remote = ray.remote(num_cpus=1)(fn)
-    refs = [remote.remote(*a) for a in args]
+def _on_node(fn, *args):
+    """Run ``fn(*args)`` in a Ray task and say which node ran it."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), fn(*args)
+
+
+def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int], kill_after: int | None = None,
+               nodes: Counter | None = None) -> list:
+    """Run ``fn(*a)`` for each ``a`` as Ray tasks, in order, with a throughput/ETA bar; ``nodes``
+    counts the tasks each Ray node ran."""
+    remote = ray.remote(num_cpus=1)(_on_node)
+    refs = [remote.remote(fn, *a) for a in args]
     index = {ref: i for i, ref in enumerate(refs)}
     results: list = [None] * len(refs)
     pending = list(refs)
@@ -77,7 +88,9 @@ def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int], ki
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             i = index[done[0]]
-            results[i] = ray.get(done[0])
+            node, results[i] = ray.get(done[0])
+            if nodes is not None:
+                nodes[node] += 1
             bar.update(weights[i])
             if kill_after is not None and sum(r is not None for r in results) >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -94,13 +107,14 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     records = readable.to_dict("records")
     out.mkdir(parents=True, exist_ok=True)
     clock = _PhaseClock()
+    nodes: Counter = Counter()
     with ray_session(params.ray) as ray:
         clock.lap("ray start")
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         step = min(CHUNK, max(32, -(-len(records) // (4 * cpus))))  # >= 4 tasks per CPU for balance
         chunks = [records[i:i + step] for i in range(0, len(records), step)]
         prints = _run_tasks(ray, _fingerprint, [(c, cfg.near_duplicates) for c in chunks], "fingerprint", "img",
-                            [len(c) for c in chunks])
+                            [len(c) for c in chunks], nodes=nodes)
         prints = [p for chunk in prints for p in chunk]
         sha = pd.Series({k: s for k, s, _ in prints}, dtype=object)
         dh = pd.Series({k: d for k, _, d in prints if d is not None}, dtype=object) if cfg.near_duplicates else None
@@ -116,7 +130,7 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
         clock.lap("plan")
         kill_after = int(os.environ[KILL_AFTER_SHARDS]) if os.environ.get(KILL_AFTER_SHARDS) else None
         stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [len(s.rows) for s in specs],
-                           kill_after)
+                           kill_after, nodes)
         clock.lap("shards")
     decode_rejects = pd.DataFrame(
         [{**r, "duplicate_of": ""} for st in stats for r in st["rejected"]], columns=["key", "reason", "detail", "duplicate_of"])
@@ -137,8 +151,9 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
                         Path(samples_path), seed=cfg.seed)
     clock.lap("reports")
     log.info("curate phases (s): %s", clock)
+    log.info("Ray tasks per node: %s", ", ".join(f"{node[:8]} {n}" for node, n in sorted(nodes.items())))
     skipped = sum(st["skipped"] for st in stats)
-    return {"shards": len(stats), "skipped": skipped, **metrics["total"]}
+    return {"shards": len(stats), "skipped": skipped, "tasks_per_node": dict(nodes), **metrics["total"]}
 
 
 class _PhaseClock:
