@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -40,14 +40,14 @@ def au_name(au: int) -> str:
 
 @dataclass
 class Timings:
-    """Wall seconds per part of the work, and how much was done."""
+    """Wall seconds per part of the work (``model``: cropping, transforms and the forward passes),
+    and how much was done."""
 
     decode: float = 0.0
     detect: float = 0.0
     model: float = 0.0
     frames: int = 0
     faces: int = 0
-    seconds: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         total = self.decode + self.detect + self.model
@@ -94,12 +94,11 @@ def predict(inputs: list, ensemble: Ensemble, *, every: int = 1, batch_size: int
     owners: list[int] = []  # row of each pending crop
 
     def flush() -> None:
-        if crops:
-            start = time.perf_counter()
-            probs = ensemble(crops)
-            timings.model += time.perf_counter() - start
-            for r, p in zip(owners, probs):
+        start = time.perf_counter()
+        for i in range(0, len(crops), batch_size):  # a crowded frame can bring more than a batch
+            for r, p in zip(owners[i:i + batch_size], ensemble(crops[i:i + batch_size])):
                 rows[r]["probs"] = p
+        timings.model += time.perf_counter() - start
         if on_frame is not None:
             for frame, ids in pending:
                 on_frame(frame, [rows[i] for i in ids])
@@ -134,8 +133,8 @@ def predict(inputs: list, ensemble: Ensemble, *, every: int = 1, batch_size: int
                 timings.model += time.perf_counter() - start
                 owners.append(ids[-1])
                 timings.faces += 1
-        pending.append((item, ids))
-        if len(crops) >= batch_size or len(pending) >= 4 * batch_size:
+        pending.append((item if on_frame is not None else None, ids))  # pixels kept only to annotate
+        if len(crops) >= batch_size or len(pending) >= batch_size:
             flush()
         bar.update()
     flush()
