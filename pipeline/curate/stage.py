@@ -1,7 +1,9 @@
 """Stage ``curate``: the manifest -> Face9M WebDataset shards, with Ray.
 
-1. Fingerprint every readable image (SHA-256 of its bytes; a difference hash too when
-   ``curate.near_duplicates``), one Ray task per chunk of the manifest.
+1. Fingerprint the readable images that can have a duplicate (SHA-256 of their bytes; a
+   difference hash too when ``curate.near_duplicates``), one Ray task per chunk of the manifest.
+   Exact duplicates have the same byte size, so an image whose size no other image has is not
+   read here at all: without near-duplicates, most images are read once, by the shard writer.
 2. Filter and de-duplicate, then plan the shards (:mod:`.plan`).
 3. One Ray task per shard (:mod:`.shards`): decode, normalise, resize, encode, tar. Finished
    shards of the same plan are verified and skipped, so a killed run resumes where it stopped.
@@ -104,7 +106,12 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
         raise MissingInput(f"{manifest_path} missing: run `fmae scan` (or `dvc repro scan`) first")
     manifest = pd.read_parquet(manifest_path).fillna({"member": "", "identity": "", "error": ""})
     readable = manifest[manifest.error == ""]
-    records = readable.to_dict("records")
+    # only an image that shares its byte size with another can be an exact duplicate; the
+    # difference hash of near-duplicates needs every image decoded
+    suspects = readable["size"].duplicated(keep=False) | cfg.near_duplicates
+    records = readable[suspects].to_dict("records")
+    log.info("fingerprint: %d of %d readable images share their byte size with another and are hashed",
+             len(records), len(readable))
     out.mkdir(parents=True, exist_ok=True)
     clock = _PhaseClock()
     nodes: Counter = Counter()
@@ -116,7 +123,8 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
         prints = _run_tasks(ray, _fingerprint, [(c, cfg.near_duplicates) for c in chunks], "fingerprint", "img",
                             [len(c) for c in chunks], nodes=nodes)
         prints = [p for chunk in prints for p in chunk]
-        sha = pd.Series({k: s for k, s, _ in prints}, dtype=object)
+        sha = pd.Series({k: s for k, s, _ in prints} | {k: f"unique-size:{k}" for k in readable.key[~suspects]},
+                        dtype=object)
         dh = pd.Series({k: d for k, _, d in prints if d is not None}, dtype=object) if cfg.near_duplicates else None
         clock.lap("fingerprint")
         kept, rejects, pairs = planning.apply_filters(manifest, cfg, sha, dh)
