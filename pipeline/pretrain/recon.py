@@ -53,7 +53,7 @@ def reconstruction_grid(model: MaskedAutoencoder, images: torch.Tensor, seed: in
     return _label_rows(pixels, ["original", f"input ({1 - model.mask_ratio:.0%} seen)", "reconstruction"])
 
 
-def _label_rows(grid: Image.Image, labels: list[str], width: int = 120) -> Image.Image:
+def _label_rows(grid: Image.Image, labels: list[str], width: int = 150) -> Image.Image:
     """The grid with a white column on the left naming each row."""
     out = Image.new("RGB", (grid.width + width, grid.height), "white")
     out.paste(grid, (width, 0))
