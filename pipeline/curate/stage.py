@@ -81,7 +81,9 @@ def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int], ki
                nodes: Counter | None = None) -> list:
     """Run ``fn(*a)`` for each ``a`` as Ray tasks, in order, with a throughput/ETA bar; ``nodes``
     counts the tasks each Ray node ran."""
-    remote = ray.remote(num_cpus=1)(_on_node)
+    # SPREAD: on a cluster, tasks go round the nodes instead of filling the driver's node first
+    # (the work is I/O on a shared filesystem, so every node's share of the bandwidth counts)
+    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_on_node)
     refs = [remote.remote(fn, *a) for a in args]
     index = {ref: i for i, ref in enumerate(refs)}
     results: list = [None] * len(refs)
