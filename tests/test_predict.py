@@ -177,4 +177,7 @@ def test_released_checkpoints_need_their_dataset_and_wrong_files_are_refused(mat
         assert message in err and len(err.splitlines()) == 1, err
     assert main(["predict", str(PORTRAIT), "--checkpoint", str(material["ckpt"]), "--out", str(tmp_path / "r.txt")]) == 2
     assert "--out" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["predict", str(PORTRAIT), "--checkpoint", str(material["ckpt"]), "--out", str(tmp_path / "afile" / "r.csv")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists()

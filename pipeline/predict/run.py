@@ -47,7 +47,11 @@ def run(inputs: list[str], checkpoints: list[str], out: str = "results.csv", dat
         ensemble = Ensemble(models, dev)
     except ValueError as err:
         raise UserError(str(err)) from None
-    annotator = Annotator(Path(annotate), ensemble.aus, ensemble.threshold, every) if annotate else None
+    try:  # a bad output place is found before the work, not after it
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        annotator = Annotator(Path(annotate), ensemble.aus, ensemble.threshold, every) if annotate else None
+    except OSError as err:
+        raise UserError(f"{err.filename}: cannot write there ({err.strerror})") from None
     timings = Timings()
     try:
         table = predict(inputs, ensemble, every=every, batch_size=batch_size, min_face=min_face, min_score=min_score,
