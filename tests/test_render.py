@@ -62,7 +62,7 @@ def test_strong_aus_are_plainly_visible_and_subtle_ones_subtler():
     assert min(changed[a] for a in STRONG_AUS) > 0.015, changed
     assert max(changed[a] for a in SUBTLE_AUS) < min(changed[a] for a in STRONG_AUS), changed
     assert changed[26] > 0.06, changed  # the jaw drop opens the mouth wide
-    assert max(changed.values()) < 0.15  # still an expression, not a different face
+    assert max(changed.values()) < 0.2  # still an expression, not a different face
 
 
 def test_jaw_drop_opens_the_mouth_and_lips_part_show_the_teeth():

@@ -8,29 +8,29 @@ monotonically with it.
 
 AU -> deformation (``a = intensity / 5``; displacements in face-box units, 0.01 ~ 1 px on the
 demo's 112 px crops), each confined to :data:`AU_REGIONS`. Magnitudes follow the FACS descriptions:
-at intensity E (5) the strong AUs are large, plainly visible movements (brows move by ~6% of the
-face height, the jaw drops by 12% and opens the mouth), while lid tightener, dimpler, lip tightener
+at intensity E (5) the strong AUs are large, plainly visible movements (brows move by ~10% of the
+face height, the jaw drops by 18% and opens the mouth wide), while lid tightener, dimpler, lip tightener
 and lip pressor stay subtle, as in real data (``tests/test_render.py`` pins both down):
 
 ====  =====================  ==================================================================
 AU    FACS name              what changes
 ====  =====================  ==================================================================
-1     inner brow raiser      inner brow ends rise (0.06 a); central forehead wrinkles
-2     outer brow raiser      outer brow ends rise (0.06 a); lateral forehead wrinkles
-4     brow lowerer           brows drop (0.04 a) and knit to the midline (0.03 a); glabella furrows
-6     cheek raiser           cheek apples rise (0.06 a) and brighten; lower lids push up (eye
+1     inner brow raiser      inner brow ends rise (0.10 a); central forehead wrinkles
+2     outer brow raiser      outer brow ends rise (0.10 a); lateral forehead wrinkles
+4     brow lowerer           brows drop (0.06 a) and knit to the midline (0.04 a); glabella furrows
+6     cheek raiser           cheek apples rise (0.08 a) and brighten; lower lids push up (eye
                              aperture -55% a), upper lids narrow; crow's feet
 7     lid tightener          lower lids rise (aperture -50% a), upper lids drop slightly (subtle)
-9     nose wrinkler          wrinkles across the nasal bridge; nostrils and alae rise (0.025 a)
-10    upper lip raiser       upper lip rises at the centre (0.045 a), teeth show; nasolabial folds deepen
-12    lip corner puller      corners rise (0.06 a) and widen (0.045 a) into a smile; nasolabial folds deepen
+9     nose wrinkler          wrinkles across the nasal bridge; nostrils and alae rise (0.035 a)
+10    upper lip raiser       upper lip rises at the centre (0.06 a), teeth show; nasolabial folds deepen
+12    lip corner puller      corners rise (0.09 a) and widen (0.06 a) into a smile; nasolabial folds deepen
 14    dimpler                corners tighten inward (0.01 a); dimples beside the corners (subtle)
-15    lip corner depressor   corners drop (0.045 a)
+15    lip corner depressor   corners drop (0.06 a)
 17    chin raiser            lower lip pushed up (0.025 a); chin boss rises (0.035 a); chin skin dimples
 23    lip tightener          vermilion thins (-55% a); mouth narrows (0.02 a) (subtle)
 24    lip pressor            vermilion thins (-45% a); mouth line flattens and darkens (subtle)
-25    lips part              lower lip drops away from the upper (gap 0.05 a): mouth interior, teeth
-26    jaw drop               chin and jaw drop (0.12 a) and pull the lips apart (gap 0.6-1.0 x the drop)
+25    lips part              lower lip drops away from the upper (gap 0.07 a): mouth interior, teeth
+26    jaw drop               chin and jaw drop (0.18 a) and pull the lips apart (gap 0.6-1.0 x the drop)
 ====  =====================  ==================================================================
 """
 
@@ -178,7 +178,7 @@ def render_face(img: np.ndarray, p: Identity, aus: Mapping[int, float] | np.ndar
     a = _intensities(aus)
     cv = _Canvas(img, pose)
     skin, dark = p.skin, _shade(p.skin, 0.55)
-    drop = 0.12 * a[26]
+    drop = 0.18 * a[26]
 
     # body and hair behind the head
     cv.fill(_ellipse(0.5, 1.62, 0.85, 0.42), p.clothes, -0.1)
@@ -243,7 +243,7 @@ def _draw_eyes(cv: _Canvas, p: Identity, a: dict[int, float]) -> None:
 def _draw_cheeks(cv: _Canvas, p: Identity, a: dict[int, float]) -> None:
     for s in (-1, 1):
         ex, ey = 0.5 + s * p.eye_sep, p.eye_y
-        lift = 0.06 * a[6]
+        lift = 0.08 * a[6]
         cv.fill(_ellipse(ex + s * 0.01, ey + 0.16 - lift, 0.08, 0.055), _shade(p.skin, 1.15), 0.08, 0.2 + 0.6 * a[6])
         cv.stroke(_ellipse(ex, ey + 0.055 - 0.3 * lift, p.eye_w * 0.9, 0.015, n=12, a0=0.2, a1=np.pi - 0.2),
                   0.005, _shade(p.skin, 0.6), 0.08, 0.8 * a[6])
@@ -257,9 +257,9 @@ def _draw_brows(cv: _Canvas, p: Identity, a: dict[int, float], dark) -> None:
     u = np.linspace(0, 1, 9)
     colour = p.hair_colour if p.hair_style != "bald" else _shade(p.skin, 0.4)
     for s in (-1, 1):
-        x = 0.5 + s * (0.045 + u * (p.eye_sep + 1.15 * p.eye_w - 0.045)) - s * 0.03 * a[4] * (1 - u) ** 0.7
+        x = 0.5 + s * (0.045 + u * (p.eye_sep + 1.15 * p.eye_w - 0.045)) - s * 0.04 * a[4] * (1 - u) ** 0.7
         y = (p.eye_y - p.brow_gap - p.brow_arch * np.sin(np.pi * u * 0.9) + 0.012 * u**2
-             - 0.06 * a[1] * (1 - u) ** 1.2 - 0.06 * a[2] * u**1.2 + 0.04 * a[4] * (1 - 0.4 * u))
+             - 0.10 * a[1] * (1 - u) ** 1.2 - 0.10 * a[2] * u**1.2 + 0.06 * a[4] * (1 - 0.4 * u))
         cv.stroke(np.stack([x, y], 1), p.brow_thick * (1 - 0.45 * u), colour, 0.12)
         base = p.eye_y - p.brow_gap
         for k in (1, 2):  # forehead wrinkles: AU1 centre, AU2 sides
@@ -274,7 +274,7 @@ def _draw_brows(cv: _Canvas, p: Identity, a: dict[int, float], dark) -> None:
 
 def _draw_nose(cv: _Canvas, p: Identity, a: dict[int, float], dark) -> None:
     ny = p.eye_y + p.nose_len
-    lift = 0.025 * a[9]
+    lift = 0.035 * a[9]
     for s in (-1, 1):
         cv.stroke([[0.5 + s * 0.03, p.eye_y + 0.01], [0.5 + s * 0.035, ny - 0.06], [0.5 + s * p.nose_w * 0.8, ny - 0.03]],
                   0.005, _shade(p.skin, 0.8), 0.2, 0.4 + 0.5 * a[9])
@@ -289,13 +289,13 @@ def _draw_nose(cv: _Canvas, p: Identity, a: dict[int, float], dark) -> None:
 
 def _mouth_curves(p: Identity, a: dict[int, float], drop: float):
     t = np.linspace(-1, 1, 25)
-    hw = p.mouth_w / 2 + 0.045 * a[12] - 0.01 * a[14] - 0.02 * a[23]
+    hw = p.mouth_w / 2 + 0.06 * a[12] - 0.01 * a[14] - 0.02 * a[23]
     x = 0.5 + t * hw
-    corner = (p.mouth_curve * (1 - 0.7 * a[24]) - 0.06 * a[12] + 0.045 * a[15] - 0.008 * a[14]) * np.abs(t) ** 2.5
+    corner = (p.mouth_curve * (1 - 0.7 * a[24]) - 0.09 * a[12] + 0.06 * a[15] - 0.008 * a[14]) * np.abs(t) ** 2.5
     line = p.mouth_y + corner - 0.025 * a[17] * (1 - t**2) + 0.2 * drop
     gate = 0.6 + 0.4 * min(1.0, 4 * a[25])  # the dropped jaw pulls the lips apart, more so when they part (AU25)
-    gap = (0.05 * a[25] + drop * gate) * (1 - t**2) ** 0.8
-    raise10 = 0.045 * a[10] * np.sqrt(1 - t**2)
+    gap = (0.07 * a[25] + drop * gate) * (1 - t**2) ** 0.8
+    raise10 = 0.06 * a[10] * np.sqrt(1 - t**2)
     thin = (1 - 0.55 * a[23]) * (1 - 0.45 * a[24])
     ut = p.lip_upper * thin * (1 - t**2) ** 0.6 * (1 - 0.25 * np.exp(-((t / 0.15) ** 2)))
     lt = p.lip_lower * thin * (1 + 0.25 * a[17]) * (1 - t**2) ** 0.5
