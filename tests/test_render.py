@@ -86,6 +86,8 @@ def test_sequences_are_smooth_bounded_and_subject_dependent():
     seq = au_sequence(rng, 400, np.zeros(len(AUS)), "T1")
     assert seq.shape == (400, len(AUS)) and seq.min() >= 0 and seq.max() <= 5
     assert np.abs(np.diff(seq, axis=0)).mean() < 0.25 * seq.std()  # frame-to-frame steps are small
+    active = seq[np.rint(seq) >= 1]
+    assert (active >= 3).mean() > 0.5  # episodes spend most of their time near the apex, not at trace level
     # with a strong identity effect, subjects' activation rates differ far more than without
     def spread(strength):
         rates = [(au_sequence(rng_for(0, "s", k), 300, subject_offsets(rng_for(0, "o", k), strength), "T1") >= 0.5).mean(0)
