@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test test-fast install clean-demo
+.PHONY: demo test test-fast test-mutations learning-demo install clean-demo
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)  # the unit tests only (a few minutes): what to run while editing
 	$(BIN)/python -m pytest -m "not slow"
+
+test-mutations: $(STAMP)  # the end-to-end learning test against two broken pipelines (~4 minutes)
+	$(BIN)/python -m pytest --mutations tests/test_learning.py
+
+learning-demo: $(STAMP)  # MAE on 8,000 synthetic faces, then FMAE vs random init vs IAT (~35 minutes on 2 cores)
+	$(BIN)/python benchmarks/learning_demo.py
 
 clean-demo:
 	rm -rf data models dvclive

@@ -290,6 +290,9 @@ class FinetuneConfig:
     blr: float
     layer_decay: float
     weight_decay: float
+    min_crop_scale: float  # RandomResizedCrop's smallest area fraction
+    rand_augment: str  # timm RandAugment spec, "" = off
+    erase_prob: float  # RandomErasing probability
     selection: Literal["validation", "paper"]
     val_fraction: float
     seed: int
@@ -315,6 +318,10 @@ class FinetuneConfig:
         check(self.blr > 0, "blr", self.blr, "a number > 0")
         check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "a number in (0, 1]")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        check(0.0 < self.min_crop_scale <= 1.0, "min_crop_scale", self.min_crop_scale, "a number in (0, 1]")
+        check(self.rand_augment == "" or self.rand_augment.startswith("rand-"), "rand_augment", self.rand_augment,
+              "'' (off) or a timm RandAugment spec such as rand-m9-mstd0.5-inc1")
+        check(0.0 <= self.erase_prob <= 1.0, "erase_prob", self.erase_prob, "a number in [0, 1]")
         check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in the open interval (0, 1)")
 
 

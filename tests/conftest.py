@@ -33,6 +33,11 @@ TINY_STAGES = {
 NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--mutations", action="store_true",
+                     help="also run the mutation checks of tests/test_learning.py (a broken pipeline must fail there)")
+
+
 def curate_overrides(out: Path, **extra) -> dict:
     """Tiny-world params whose source roots point into the world written under ``out``."""
     from pipeline.synth.stage import source_root

@@ -34,6 +34,9 @@ def test_round_trip_to_plain_data_matches_params_yaml(params):
     ("sources.celeba.max_images", -1, ">= 0"),
     ("synth.sources.celeba.identities", 10_000, "[1, images="),
     ("pretrain.decoder_heads", 7, "divisor"),
+    ("finetune.rand_augment", "m9", "timm RandAugment spec"),
+    ("finetune.min_crop_scale", 0.0, "(0, 1]"),
+    ("finetune.erase_prob", 1.5, "[0, 1]"),
 ])
 def test_bad_values_name_key_value_and_allowed(key, value, fragment):
     with pytest.raises(ConfigError) as err:

@@ -34,14 +34,17 @@ def _posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
     return Image.new(img.mode, img.size) if bits_to_keep <= 0 else ImageOps.posterize(img, bits_to_keep)
 
 
-def train_transform(size: int):
-    """The paper's: RandomResizedCrop(0.08-1, bicubic) + flip + RandAugment m9 + RandomErasing 0.25 (pixel)."""
+def train_transform(size: int, min_crop_scale: float = 0.08, rand_augment: str = "rand-m9-mstd0.5-inc1",
+                    erase_prob: float = 0.25):
+    """RandomResizedCrop(min_crop_scale-1, bicubic) + flip + RandAugment + RandomErasing (pixel); the
+    defaults are the paper's (the released code's MAE finetuning recipe). ``rand_augment=""`` means
+    no photometric augmentation at all (timm would otherwise put its colour jitter in its place)."""
     from timm.data import auto_augment
 
     for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
         auto_augment.NAME_TO_OP[name] = _posterize
-    return create_transform(size, is_training=True, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5,
-                            auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic", re_prob=0.25,
+    return create_transform(size, is_training=True, scale=(min_crop_scale, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5,
+                            auto_augment=rand_augment or None, color_jitter=None, interpolation="bicubic", re_prob=erase_prob,
                             re_mode="pixel", re_count=1, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 

@@ -135,7 +135,8 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None, resume: Path |
     model = build_model(params, run.dataset, lambda_).to(ctx.device)
     report = load_backbone(model, cfg.init)
     size = params.model.img_size
-    train_set = Crops(data_dir, parts["train"], run.dataset, train_transform(size))
+    train_set = Crops(data_dir, parts["train"], run.dataset,
+                      train_transform(size, cfg.min_crop_scale, cfg.rand_augment, cfg.erase_prob))
     order = torch.Generator()
     sampler = (DistributedSampler(train_set, seed=cfg.seed, drop_last=True) if ctx.distributed
                else RandomSampler(train_set, generator=order))
