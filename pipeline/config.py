@@ -49,6 +49,10 @@ class InputError(UserError, ValueError):
     """An input file's content is not what was expected (a missing column, an unknown subject)."""
 
 
+class OutputError(UserError, OSError):
+    """An output cannot be written (a full disk, a read-only or vanished folder)."""
+
+
 class ConfigError(UserError, ValueError):
     """A setting in params.yaml is unknown, of the wrong type, or out of range."""
 

@@ -311,3 +311,113 @@ def test_only_images_of_a_shared_size_are_hashed_and_the_duplicates_are_the_same
     assert len(dup) > 0  # the world's duplicate flaws
     assert dup.set_index("key").duplicate_of.to_dict() == got[got.reason == "duplicate"].set_index("key").duplicate_of.to_dict()
     assert readable["size"].duplicated(keep=False).sum() < len(readable) / 2  # so most images are not hashed at all
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_tasks_are_submitted_with_a_bounded_number_in_flight():
+    """However many tasks, at most ``in_flight`` are unfinished at once, and results keep their order."""
+    import ray
+
+    from pipeline.curate.stage import _run_tasks
+
+    seen: list[int] = []
+
+    class Watched:  # ray, with its wait() recording how many tasks are pending
+        def __getattr__(self, name):
+            return getattr(ray, name)
+
+        @staticmethod
+        def wait(refs, **kwargs):
+            seen.append(len(refs))
+            return ray.wait(refs, **kwargs)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = _run_tasks(Watched(), _square, [(i,) for i in range(40)], "test", "task", [1] * 40, in_flight=3)
+    finally:
+        ray.shutdown()
+    assert results == [i * i for i in range(40)]
+    assert len(seen) == 40 and max(seen) == 3
+
+
+def _raise_output_error(path: str):
+    from pipeline.config import OutputError
+
+    raise OutputError(f"{path}: cannot write (No space left on device)")
+
+
+def test_a_users_error_in_a_task_reaches_the_driver_as_itself_not_a_remote_traceback():
+    import ray
+
+    from pipeline.config import OutputError
+    from pipeline.curate.stage import _run_tasks
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(OutputError) as err:
+            _run_tasks(ray, _raise_output_error, [("out/shards",)], "test", "task", [1])
+    finally:
+        ray.shutdown()
+    assert type(err.value) is OutputError and str(err.value) == "out/shards: cannot write (No space left on device)"
+
+
+@pytest.mark.slow
+def test_a_full_disk_removes_the_partial_shard_and_says_so(curated, tmp_path):
+    """The shard's temporary file is /dev/full, where every write fails with ENOSPC."""
+    from pipeline.config import OutputError
+    from pipeline.curate.shards import ShardSpec, write_shard
+
+    params, base = curated
+    rows = pd.read_parquet(base / "manifest.parquet").fillna({"member": "", "identity": "", "error": ""})
+    rows = rows[rows.error == ""].head(8)
+    spec = ShardSpec(3, tuple(rows.to_dict("records")), "fp", str(tmp_path / "shards"), str(tmp_path / "stats"), 64, 90)
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "face9m-000003.tar.tmp").symlink_to("/dev/full")
+    with pytest.raises(OutputError, match=r"shards: cannot write face9m-000003 \(No space left on device\); shards "
+                                          r"already finished are kept"):
+        write_shard(spec)
+    assert list((tmp_path / "shards").iterdir()) == [] and list((tmp_path / "stats").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_source_file_gone_since_the_scan_is_an_unreadable_reject(world, curated, tmp_path, caplog):
+    import shutil
+
+    out, _ = world
+    params, base = curated
+    manifest = pd.read_parquet(base / "manifest.parquet")
+    kept = set(read_keys(base / "face9m" / "shards"))
+    # a plain file of a byte size no other file has: the original of no duplicate (if it were, its
+    # duplicate would rightly be kept instead)
+    alone = ~manifest["size"].duplicated(keep=False)
+    row = manifest[manifest.key.isin(kept) & manifest.member.fillna("").eq("") & alone].index[0]
+    moved = tmp_path / "gone.jpg"
+    shutil.copy(manifest.at[row, "path"], moved)
+    manifest.at[row, "path"] = str(moved)
+    manifest.to_parquet(tmp_path / "manifest.parquet", index=False)
+    moved.unlink()  # deleted after the scan
+    curate(params, tmp_path / "manifest.parquet", tmp_path / "face9m", tmp_path / "c.json", tmp_path / "s.png")
+    rejects = pd.read_parquet(tmp_path / "face9m" / "rejects.parquet").set_index("key")
+    key = manifest.at[row, "key"]
+    assert rejects.at[key, "reason"] == "unreadable" and "No such file" in rejects.at[key, "detail"]
+    assert set(read_keys(tmp_path / "face9m" / "shards")) == kept - {key}
+    assert json.loads((tmp_path / "c.json").read_text())["total"]["dropped"] == len(rejects)
+    assert "1 image(s) listed by the scan could not be read any more" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_shard_is_retried_to_the_same_bytes(world, curated, tmp_path, monkeypatch):
+    from pipeline.curate.shards import KILL_WORKER_ONCE
+
+    out, _ = world
+    _, base = curated
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_WORKER_ONCE, str(marker))  # inherited by the Ray workers curate starts
+    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.num_cpus": 2}))
+    curate(params, base / "manifest.parquet", tmp_path / "face9m", tmp_path / "c.json", tmp_path / "s.png")
+    assert marker.is_file()  # a worker did die half-way through shard 0
+    assert _digests(tmp_path / "face9m" / "shards") == _digests(base / "face9m" / "shards")
+    assert _digests(tmp_path / "face9m" / "stats") == _digests(base / "face9m" / "stats")

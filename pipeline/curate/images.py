@@ -24,7 +24,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-REASONS = ("empty", "not_an_image", "corrupt", "truncated", "aspect", "too_small", "duplicate", "near_duplicate")
+# "unreadable": a file the scan listed that curate could not read (gone, or its permissions changed)
+REASONS = ("empty", "not_an_image", "corrupt", "truncated", "aspect", "too_small", "duplicate", "near_duplicate",
+           "unreadable")
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 _TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 Image.MAX_IMAGE_PIXELS = 200_000_000  # web photos can be large; still guard against decompression bombs

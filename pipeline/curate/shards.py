@@ -5,22 +5,34 @@ A shard is written to ``<name>.tar.tmp`` and renamed when complete, then its sta
 SHA-256 of the tar) is written the same way. A shard whose tar and stats exist, whose stats
 carry the planned fingerprint and whose tar still hashes to the recorded SHA-256 is finished;
 anything else is rewritten. That is what lets a killed run resume with identical bytes.
+
+Faults: a source file that cannot be read any more (deleted or made unreadable since the scan) is
+a reject with reason ``unreadable``, listed with the others; a failed write (a full disk) removes
+the partial file and raises :class:`OutputError`; a worker killed mid-shard leaves only a
+``.tmp`` file, which the retried task (Ray retries tasks whose worker died) writes over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import webdataset as wds
 
+from ..config import OutputError
 from .images import Rejected, encode_jpeg, load_face_bgr
 
 TAR_MTIME = 0  # fixed member mtime: no wall-clock in the bytes
+READ_ERRORS = (OSError, KeyError, tarfile.TarError)  # a file or tar member gone, or unreadable
+# Fault injection for the retry test: the first task to get half-way through shard 0 creates this
+# file and SIGKILLs its own worker process, as an OOM killer or a lost node would.
+KILL_WORKER_ONCE = "FMAE_KILL_WORKER_ONCE"
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _maybe_kill_worker() -> None:
+    marker = os.environ.get(KILL_WORKER_ONCE)
+    if marker:
+        try:
+            with open(marker, "x"):
+                pass
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def write_shard(spec: ShardSpec) -> dict:
     """Write (or verify and skip) one shard; returns its stats."""
     done = finished_stats(spec)
@@ -103,24 +126,50 @@ def write_shard(spec: ShardSpec) -> dict:
     tmp = final.with_name(final.name + ".tmp")
     reader = RawReader()
     rejected, by_source = [], {}
+    sink = None
+
+    @contextlib.contextmanager
+    def output():
+        """A failed write (ENOSPC, EROFS, EACCES) removes this shard's files and raises OutputError."""
+        try:
+            yield
+        except OSError as err:
+            if sink is not None:
+                with contextlib.suppress(OSError):
+                    sink.close()  # marks the tar closed, so nothing writes to it again at exit
+            for path in (tmp, final, stats_dir / f"{spec.name}.json.tmp", stats_dir / f"{spec.name}.json"):
+                path.unlink(missing_ok=True)
+            raise OutputError(f"{shard_dir}: cannot write {spec.name} ({err.strerror or err}); shards already "
+                              "finished are kept and verified, so free space and re-run to resume") from None
+
     try:
-        with wds.TarWriter(str(tmp), mtime=TAR_MTIME, user="face9m", group="face9m") as sink:
-            for row in spec.rows:
-                try:
-                    data = reader.read(row["path"], row["member"])
-                    bgr = load_face_bgr(data, spec.image_size, _crop(row))
-                except Rejected as rej:
-                    rejected.append({"key": row["key"], "reason": rej.reason, "detail": rej.detail[:200]})
-                    continue
-                meta = {"source": row["source"], "identity": row["identity"], "path": row["path"], "member": row["member"]}
+        with output():
+            sink = wds.TarWriter(str(tmp), mtime=TAR_MTIME, user="face9m", group="face9m")
+        for n, row in enumerate(spec.rows):
+            if spec.index == 0 and n == len(spec.rows) // 2:
+                _maybe_kill_worker()
+            try:
+                data = reader.read(row["path"], row["member"])
+            except READ_ERRORS as err:
+                rejected.append({"key": row["key"], "reason": "unreadable", "detail": f"since the scan: {err}"[:200]})
+                continue
+            try:
+                bgr = load_face_bgr(data, spec.image_size, _crop(row))
+            except Rejected as rej:
+                rejected.append({"key": row["key"], "reason": rej.reason, "detail": rej.detail[:200]})
+                continue
+            meta = {"source": row["source"], "identity": row["identity"], "path": row["path"], "member": row["member"]}
+            with output():
                 sink.write({"__key__": row["key"], "jpg": encode_jpeg(bgr, spec.jpeg_quality),
                             "json": json.dumps(meta, sort_keys=True).encode()})
-                by_source[row["source"]] = by_source.get(row["source"], 0) + 1
+            by_source[row["source"]] = by_source.get(row["source"], 0) + 1
+        with output():
+            sink.close()
+            os.replace(tmp, final)
+            stats = {"shard": final.name, "fingerprint": spec.fingerprint, "planned": len(spec.rows),
+                     "samples": sum(by_source.values()), "by_source": dict(sorted(by_source.items())),
+                     "rejected": rejected, "bytes": final.stat().st_size, "sha256": file_sha256(final)}
+            _atomic_write(stats_dir / f"{spec.name}.json", (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
     finally:
         reader.close()
-    os.replace(tmp, final)
-    stats = {"shard": final.name, "fingerprint": spec.fingerprint, "planned": len(spec.rows),
-             "samples": sum(by_source.values()), "by_source": dict(sorted(by_source.items())), "rejected": rejected,
-             "bytes": final.stat().st_size, "sha256": file_sha256(final)}
-    _atomic_write(stats_dir / f"{spec.name}.json", (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
     return {**stats, "skipped": False}

@@ -30,12 +30,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from .. import provenance
-from ..config import MissingInput, Params
+from ..config import MissingInput, Params, UserError
 from . import plan as planning
 from .cluster import ray_session
 from .samples import write_contact_sheet
 from .scan import MANIFEST
-from .shards import RawReader, ShardSpec, write_shard
+from .shards import READ_ERRORS, RawReader, ShardSpec, write_shard
 
 log = logging.getLogger(__name__)
 OUT = Path("data/face9m")
@@ -52,7 +52,11 @@ def _fingerprint(rows: list[dict], near: bool) -> list[tuple[str, str, int | Non
     reader, out = RawReader(), []
     try:
         for row in rows:
-            data = reader.read(row["path"], row["member"])
+            try:
+                data = reader.read(row["path"], row["member"])
+            except READ_ERRORS:  # gone since the scan: a duplicate of nothing; the shard writer rejects it
+                out.append((row["key"], f"unreadable:{row['key']}", None))
+                continue
             dh = None
             if near:
                 try:
@@ -78,25 +82,42 @@ def _on_node(fn, *args):
 
 
 def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int], kill_after: int | None = None,
-               nodes: Counter | None = None) -> list:
-    """Run ``fn(*a)`` for each ``a`` as Ray tasks, in order, with a throughput/ETA bar; ``nodes``
-    counts the tasks each Ray node ran."""
+               nodes: Counter | None = None, in_flight: int | None = None) -> list:
+    """Run ``fn(*a)`` for each ``a`` as Ray tasks with a throughput/ETA bar; results in ``args`` order.
+
+    At most ``in_flight`` tasks (default: 4 per cluster CPU) are submitted and unfinished at any
+    time, so the object store and the driver hold a bounded number of arguments and results in
+    flight however many tasks there are. ``nodes`` counts the tasks each Ray node ran."""
     # SPREAD: on a cluster, tasks go round the nodes instead of filling the driver's node first
     # (the work is I/O on a shared filesystem, so every node's share of the bandwidth counts)
-    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_on_node)
-    refs = [remote.remote(fn, *a) for a in args]
-    index = {ref: i for i, ref in enumerate(refs)}
-    results: list = [None] * len(refs)
-    pending = list(refs)
+    # max_retries: a task whose worker process dies (OOM killer, lost node) runs again; shard
+    # writes are idempotent (a .tmp file, renamed when complete), so a retry gives the same bytes
+    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD", max_retries=3)(_on_node)
+    if in_flight is None:
+        in_flight = 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    results: list = [None] * len(args)
+    index: dict = {}
+    pending: list = []
+    submitted = finished = 0
     with tqdm(total=sum(weights), desc=desc, unit=unit, mininterval=1.0) as bar:
-        while pending:
+        while finished < len(args):
+            while submitted < len(args) and len(pending) < in_flight:
+                ref = remote.remote(fn, *args[submitted])
+                index[ref], submitted = submitted, submitted + 1
+                pending.append(ref)
             done, pending = ray.wait(pending, num_returns=1)
-            i = index[done[0]]
-            node, results[i] = ray.get(done[0])
+            i = index.pop(done[0])
+            try:
+                node, results[i] = ray.get(done[0])
+            except ray.exceptions.RayTaskError as err:
+                if isinstance(err.cause, UserError):  # e.g. a full disk: its message, not a remote traceback
+                    raise err.cause from None
+                raise
+            finished += 1
             if nodes is not None:
                 nodes[node] += 1
             bar.update(weights[i])
-            if kill_after is not None and sum(r is not None for r in results) >= kill_after:
+            if kill_after is not None and finished >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
     return results
 
@@ -148,6 +169,10 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
         decode_rejects = decode_rejects.merge(manifest[["key", "source", "path", "member"]], on="key")
         rejects = pd.concat([rejects, decode_rejects[planning.REJECT_COLUMNS]], ignore_index=True)
     rejects = rejects.sort_values(["source", "key"]).reset_index(drop=True)
+    gone = int((rejects.reason == "unreadable").sum())
+    if gone:
+        log.warning("%d image(s) listed by the scan could not be read any more (reason 'unreadable' in %s); "
+                    "re-run `fmae scan` if the sources changed", gone, out / "rejects.parquet")
     rejects.to_parquet(out / "rejects.parquet", index=False)
     planned[["key", "source", "shard"]].to_parquet(out / "plan.parquet", index=False)
     sizes = {st["shard"]: st["samples"] for st in stats}
