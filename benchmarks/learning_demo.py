@@ -3,7 +3,8 @@ on unseen subjects, against random init and with IAT. Bigger than `make demo`, s
 
 Run: ``make learning-demo`` or ``python benchmarks/learning_demo.py [--out data/learning_demo]
 [--faces 8000] [--mae-steps 1000] [--tasks 8] [--frames 80] [--frame-step 4] [--epochs 6]
-[--variants fmae,random,iat]``. About 35 minutes on 2 CPU cores with the defaults.
+[--variants fmae,random,iat]``. About 35 minutes on 2 CPU cores with the defaults; on a CUDA GPU
+it runs there, in bf16 autocast.
 
 What it does, with the pipeline's own renderer, models, losses, optimiser and metrics, but with the
 data held in memory instead of going through the DVC stages (which would add curation and JPEG
@@ -48,6 +49,7 @@ from pipeline.au.folds import AUS, subjects  # noqa: E402
 from pipeline.au.metrics import auc_per_au, best_threshold, f1_per_au  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from pipeline.distributed import autocast  # noqa: E402
 from pipeline.evaluate.probe import linear_probe  # noqa: E402
 from pipeline.finetune.data import fold_parts  # noqa: E402
 from pipeline.finetune.train import au_loss, build_model, id_loss, load_backbone  # noqa: E402
@@ -62,6 +64,7 @@ SIZE, MARGIN = 112, 0.05
 SOURCES = ("celeba", "vggface2", "casia_webface", "megaface", "ffhq", "edface")  # single-face framings
 MEAN, STD = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 _SYNTH = None  # the world's settings, set in each render process
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # bf16 autocast on CUDA
 
 
 def crop(img: np.ndarray, box) -> np.ndarray:
@@ -110,14 +113,16 @@ def cached(path: Path, settings: dict, make, load, save):
 
 
 def to_input(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> normalised float [N, 3, H, W]."""
-    return (x.permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
+    """uint8 [N, H, W, 3] -> normalised float [N, 3, H, W] on ``DEVICE``."""
+    x = x.to(DEVICE, non_blocking=True).permute(0, 3, 1, 2).float() / 255
+    return (x - MEAN.to(DEVICE)) / STD.to(DEVICE)
 
 
 def flip_half(x: torch.Tensor) -> torch.Tensor:
+    """A horizontal flip of a random half of uint8 ``[N, H, W, 3]`` images (W is dim 2)."""
     flip = torch.rand(len(x)) < 0.5
     x = x.clone()
-    x[flip] = x[flip].flip(-1)
+    x[flip] = x[flip].flip(2)
     return x
 
 
@@ -125,14 +130,15 @@ def pretrain(params, faces: np.ndarray, steps: int, batch: int) -> dict:
     p = params.pretrain
     torch.manual_seed(0)
     model = MaskedAutoencoder(params.model.name, p.decoder_dim, p.decoder_depth, p.decoder_heads, p.norm_pix_loss,
-                              p.mask_ratio, params.model.img_size)
-    opt = adamw(model, scaled_lr(p.blr, batch), p.weight_decay, (0.9, 0.95))
+                              p.mask_ratio, params.model.img_size).to(DEVICE)
+    opt = adamw(model, scaled_lr(p.blr, batch), p.weight_decay, (0.9, 0.95), device=DEVICE)
     sched = warmup_cosine(opt, steps, max(1, steps // 20))
     faces_t, tick, window, log = torch.from_numpy(faces), time.perf_counter(), [], []
     for step in range(steps):
         sched.step_update(step)
         x = to_input(flip_half(faces_t[torch.randint(0, len(faces_t), (batch,))]))
-        loss, _, mask = model(x)
+        with autocast(DEVICE):
+            loss, _, mask = model(x)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -143,7 +149,7 @@ def pretrain(params, faces: np.ndarray, steps: int, batch: int) -> dict:
             print(f"MAE step {step + 1}/{steps}: loss {loss_w:.3f} (trivial {trivial_w:.3f}), "
                   f"{time.perf_counter() - tick:.0f} s", flush=True)
             window = []
-    return {"model": model.state_dict(), "log": log}
+    return {"model": {k: v.cpu() for k, v in model.state_dict().items()}, "log": log}
 
 
 def finetune(params, variant: str, data: dict, mae_path: Path, epochs: int, lr: float, layer_decay: float,
@@ -153,9 +159,10 @@ def finetune(params, variant: str, data: dict, mae_path: Path, epochs: int, lr: 
     model = build_model(params, "bp4d", lambda_)
     if variant != "random":
         load_backbone(model, str(mae_path))
+    model.to(DEVICE)
     x_train, y_train, s_train = data["train"]
     steps = len(x_train) // batch
-    opt = adamw(model, lr, params.finetune.weight_decay, (0.9, 0.999), layer_decay)
+    opt = adamw(model, lr, params.finetune.weight_decay, (0.9, 0.999), layer_decay, DEVICE)
     sched = warmup_cosine(opt, steps * epochs, steps, min_lr=1e-6)
     history, tick = [], time.perf_counter()
     for epoch in range(epochs):
@@ -163,11 +170,12 @@ def finetune(params, variant: str, data: dict, mae_path: Path, epochs: int, lr: 
         for i in range(steps):
             sched.step_update(epoch * steps + i)
             b = order[i * batch:(i + 1) * batch]
-            au_logits, id_logits = model(to_input(flip_half(x_train[b])))
-            loss = au_loss(au_logits, y_train[b])
+            with autocast(DEVICE):
+                au_logits, id_logits = model(to_input(flip_half(x_train[b])))
+            loss = au_loss(au_logits, y_train[b].to(DEVICE))
             total += loss.item()
             if id_logits is not None:
-                loss = loss + id_loss(id_logits, s_train[b], params.iat.id_loss)
+                loss = loss + id_loss(id_logits, s_train[b].to(DEVICE), params.iat.id_loss)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -192,9 +200,11 @@ def predict(model, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
     model.eval()
     probs, feats = [], []
     for i in range(0, len(x), 256):
-        feat = model.features(to_input(x[i:i + 256]))
-        feats.append(feat)
-        probs.append(torch.sigmoid(model.head(feat)))
+        with autocast(DEVICE):
+            feat = model.features(to_input(x[i:i + 256]))
+            logits = model.head(feat)
+        feats.append(feat.float().cpu())
+        probs.append(torch.sigmoid(logits.float()).cpu())
     model.train()
     return torch.cat(probs).numpy(), torch.cat(feats)
 
@@ -250,7 +260,8 @@ def main() -> None:
     params = load_params(args.params)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    world = {"seed": params.synth.seed, "identity_au_strength": params.synth.identity_au_strength}
+    world = {"seed": params.synth.seed, "identity_au_strength": params.synth.identity_au_strength,
+             "renderer": code_version([ROOT / "pipeline" / "synth"])["sha256"]}  # a changed renderer re-renders
     with Pool(2, initializer=_init, initargs=(params.synth,)) as pool:
         faces = cached(args.out / "faces.npy", {**world, "faces": args.faces},
                        lambda: np.stack(pool.map(_face, range(args.faces), chunksize=64)), np.load, np.save)
