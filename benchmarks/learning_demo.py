@@ -51,6 +51,7 @@ from pipeline.config import load_params  # noqa: E402
 from pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from pipeline.distributed import autocast  # noqa: E402
 from pipeline.evaluate.probe import linear_probe  # noqa: E402
+from pipeline.faces.crop import crop_face  # noqa: E402
 from pipeline.finetune.data import fold_parts  # noqa: E402
 from pipeline.finetune.train import au_loss, build_model, id_loss, load_backbone  # noqa: E402
 from pipeline.models.mae import MaskedAutoencoder  # noqa: E402
@@ -68,13 +69,8 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # bf16 au
 
 
 def crop(img: np.ndarray, box) -> np.ndarray:
-    """The face box grown by 5% per side (edges replicated), resized to 112 px, RGB."""
-    x, y, w, h = box
-    x0, y0, x1, y1 = int(x - MARGIN * w), int(y - MARGIN * h), int(x + w * (1 + MARGIN)), int(y + h * (1 + MARGIN))
-    pad = max(0, -x0, -y0, x1 - img.shape[1], y1 - img.shape[0])
-    img = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    face = cv2.resize(img[y0 + pad:y1 + pad, x0 + pad:x1 + pad], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(face, cv2.COLOR_BGR2RGB)
+    """The pipeline's face crop (box grown by 5% per side, clipped), 112 px, RGB."""
+    return cv2.cvtColor(crop_face(img, box, MARGIN, SIZE), cv2.COLOR_BGR2RGB)
 
 
 def _init(synth) -> None:

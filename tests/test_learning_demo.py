@@ -38,7 +38,7 @@ def test_input_is_the_normalised_channels_first_image():
     np.testing.assert_allclose(out[1, :, 2, 3].numpy(), want, rtol=1e-5)
 
 
-def test_crop_is_the_box_grown_five_percent_resized_to_rgb():
+def test_crop_is_the_pipelines_box_grown_five_percent_in_rgb():
     demo = _demo()
     img = np.zeros((300, 300, 3), np.uint8)
     img[100:200, 100:200] = (255, 0, 0)  # a blue (BGR) square exactly the box
