@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
-import tarfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import webdataset as wds
 from tqdm import tqdm
 
 from .. import provenance
 from ..config import ConfigError, InputError, Params
+from ..data.shards import write_indexed_shards
 from ..faces import detect
 from ..faces.crop import crop_face
 from ..faces.detect import FaceDetector
@@ -167,29 +165,14 @@ def _subset(boxes: dict | None, job: list[dict]) -> dict | None:
 
 def _write_shards(index: pd.DataFrame, crops: dict[int, bytes], folder: Path, dataset: str) -> pd.DataFrame:
     """Tar shards of ``SHARD_SIZE`` crops; each JPEG's byte offset is recorded for random access."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.tar"):
-        old.unlink()
     index = index.copy()
-    index["key"] = [f"{s}_{q}_{f:05d}".replace(".", "_") for s, q, f in zip(index.subject, index.sequence, index.frame)]
-    index["shard"] = [f"{dataset}-{i // SHARD_SIZE:06d}.tar" for i in range(len(index))]
+    keys = [f"{s}_{q}_{f:05d}".replace(".", "_") for s, q, f in zip(index.subject, index.sequence, index.frame)]
     labels = au_columns(dataset)
-    for shard, part in index.groupby("shard", sort=True):
-        tmp = folder / f".{shard}.tmp"
-        with wds.TarWriter(str(tmp), mtime=0) as tw:
-            for r in part.itertuples(index=False):
-                meta = {"subject": r.subject, "sequence": r.sequence, "frame": int(r.frame),
-                        "subject_index": int(r.subject_index), **{c: int(getattr(r, c)) for c in labels}}
-                tw.write({"__key__": r.key, "jpg": crops[r.row], "json": meta})
-        os.replace(tmp, folder / shard)
-    offsets = {}
-    for shard in sorted(index.shard.unique()):
-        with tarfile.open(folder / shard) as tar:
-            for m in tar:
-                if m.name.endswith(".jpg"):
-                    offsets[(shard, m.name[:-4])] = (m.offset_data, m.size)
-    index["offset"] = [offsets[(s, k)][0] for s, k in zip(index.shard, index.key)]
-    index["size"] = [offsets[(s, k)][1] for s, k in zip(index.shard, index.key)]
+    metas = [{"subject": r.subject, "sequence": r.sequence, "frame": int(r.frame), "subject_index": int(r.subject_index),
+              **{c: int(getattr(r, c)) for c in labels}} for r in index.itertuples(index=False)]
+    where = write_indexed_shards(folder, dataset, keys, [crops[r] for r in index.row], metas, SHARD_SIZE)
+    for column in where.columns:
+        index[column] = where[column].to_numpy()
     return index
 
 

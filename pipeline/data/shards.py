@@ -11,12 +11,15 @@ process runs exactly the same number of steps: DDP never waits on a process that
 from __future__ import annotations
 
 import json
+import os
 import random
-from collections.abc import Iterator
+import tarfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import webdataset as wds
 
 from ..config import UserError
@@ -84,3 +87,30 @@ def worker_rng(seed: int, epoch: int, salt: int = 0) -> random.Random:
     """A Python RNG distinct per (seed, epoch, process, worker): sample shuffle and augmentation."""
     rank, _, worker, _ = wds.utils.pytorch_worker_info()
     return random.Random(seed_for(seed, epoch, rank, worker, salt))
+
+
+def write_indexed_shards(folder: Path, prefix: str, keys: Sequence[str], jpegs: Sequence[bytes], metas: Sequence[dict],
+                         shard_size: int = 1000) -> pd.DataFrame:
+    """Tar shards ``<prefix>-%06d.tar`` of ``shard_size`` samples (``<key>.jpg`` + ``<key>.json``, mtime 0),
+    replacing any in ``folder``; returns ``key, shard, offset, size`` per sample: where its JPEG's bytes
+    lie, so a map-style dataset reads any subset with one ``pread`` (``prepare`` and ``prepare_fer``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.tar"):
+        old.unlink()
+    shards = [f"{prefix}-{i // shard_size:06d}.tar" for i in range(len(keys))]
+    for start in range(0, len(keys), shard_size):
+        shard = shards[start]
+        tmp = folder / f".{shard}.tmp"
+        with wds.TarWriter(str(tmp), mtime=0) as tw:
+            for key, jpeg, meta in zip(keys[start:start + shard_size], jpegs[start:start + shard_size],
+                                       metas[start:start + shard_size]):
+                tw.write({"__key__": key, "jpg": jpeg, "json": meta})
+        os.replace(tmp, folder / shard)
+    offsets = {}
+    for shard in sorted(set(shards)):
+        with tarfile.open(folder / shard) as tar:
+            for m in tar:
+                if m.name.endswith(".jpg"):
+                    offsets[(shard, m.name[:-4])] = (m.offset_data, m.size)
+    return pd.DataFrame({"key": list(keys), "shard": shards, "offset": [offsets[(s, k)][0] for s, k in zip(shards, keys)],
+                         "size": [offsets[(s, k)][1] for s, k in zip(shards, keys)]})

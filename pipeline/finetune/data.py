@@ -54,13 +54,12 @@ def eval_transform(size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tupl
                       T.Normalize(mean, std)])
 
 
-class Crops(torch.utils.data.Dataset):
-    """Rows of ``index`` -> (image tensor, AU labels float [A] with -1 unknown, subject index)."""
+class ShardCrops(torch.utils.data.Dataset):
+    """Rows of ``index`` (with ``shard``, ``offset``, ``size``) -> (image tensor, ``labels[i]``, ``subjects[i]``)."""
 
-    def __init__(self, folder: Path, index: pd.DataFrame, dataset: str, transform):
+    def __init__(self, folder: Path, index: pd.DataFrame, labels: torch.Tensor, subjects: torch.Tensor, transform):
         self.folder, self.index, self.transform = Path(folder), index.reset_index(drop=True), transform
-        self.labels = torch.tensor(self.index[au_columns(dataset)].to_numpy(np.float32))
-        self.subjects = torch.tensor(self.index.subject_index.to_numpy(np.int64))
+        self.labels, self.subjects = labels, subjects
         self._files: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -76,6 +75,15 @@ class Crops(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         img = Image.open(io.BytesIO(self._read(i))).convert("RGB")
         return self.transform(img), self.labels[i], self.subjects[i]
+
+
+class Crops(ShardCrops):
+    """AU crops: labels float ``[A]`` with -1 unknown, and the subject index over the dataset's vocabulary."""
+
+    def __init__(self, folder: Path, index: pd.DataFrame, dataset: str, transform):
+        index = index.reset_index(drop=True)
+        super().__init__(folder, index, torch.tensor(index[au_columns(dataset)].to_numpy(np.float32)),
+                         torch.tensor(index.subject_index.to_numpy(np.int64)), transform)
 
 
 def fold_parts(index: pd.DataFrame, dataset: str, fold: int, val_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
