@@ -3,7 +3,7 @@ import pytest
 
 from pipeline.synth.expression import au_sequence, subject_offsets
 from pipeline.synth.identity import sample_identity
-from pipeline.synth.render import AU_REGIONS, AUS, Pose, render_face
+from pipeline.synth.render import AU_REGIONS, AUS, RENDERED_AUS, Pose, render_face
 from pipeline.synth.seeding import rng_for
 
 SIZE = 200
@@ -33,7 +33,7 @@ def test_renderer_is_deterministic_for_a_seed():
     assert sample_identity(rng_for(4, "identity", "x"), "x") != a
 
 
-@pytest.mark.parametrize("au", AUS)
+@pytest.mark.parametrize("au", RENDERED_AUS)
 @pytest.mark.parametrize("person", PEOPLE, ids=lambda p: p.key)
 def test_each_au_changes_only_its_region_and_more_with_intensity(au, person):
     neutral = _render(person, {})
@@ -47,7 +47,7 @@ def test_each_au_changes_only_its_region_and_more_with_intensity(au, person):
     assert all(b > a for a, b in zip(changes, changes[1:])), f"AU{au} not monotonic: {changes}"
 
 
-STRONG_AUS = (1, 2, 4, 6, 10, 12, 17, 26)  # large, plainly visible movements at intensity E
+STRONG_AUS = (1, 2, 4, 5, 6, 10, 12, 17, 20, 26)  # large, plainly visible movements at intensity E
 SUBTLE_AUS = (7, 14, 23, 24)  # lid tightener, dimpler, lip tightener and pressor: subtle, as in real data
 
 
@@ -78,7 +78,28 @@ def test_jaw_drop_opens_the_mouth_and_lips_part_show_the_teeth():
 
 def test_unknown_au_is_an_error():
     with pytest.raises(ValueError, match="not rendered"):
-        _render(PEOPLE[0], {5: 3})
+        _render(PEOPLE[0], {11: 3})
+    with pytest.raises(ValueError, match="cannot be unilateral"):
+        render_face(np.zeros((SIZE, SIZE, 3), np.uint8), PEOPLE[0], {4: 3}, POSE, unilateral={4})
+
+
+@pytest.mark.parametrize("person", PEOPLE, ids=lambda p: p.key)
+def test_unilateral_smile_and_dimple_change_one_side_only(person):
+    neutral = _render(person, {})
+    both = np.abs(_render(person, {12: 5, 14: 5}) - neutral).sum(axis=2)
+    one = np.abs(render_face(np.full((SIZE, SIZE, 3), 128, np.uint8), person, {12: 5, 14: 5}, POSE,
+                             unilateral={12, 14}).astype(int) - neutral).sum(axis=2)
+    left, right = one[:, :SIZE // 2 - 2], one[:, SIZE // 2 + 2:]  # the subject's right is the image's left
+    assert right.sum() == 0 and left.sum() > 0.3 * both[:, :SIZE // 2 - 2].sum()
+
+
+def test_the_expression_only_aus_leave_sequence_frames_as_they_were():
+    """A sequence's intensity array covers the 15 AUs; AU 5 and 20 stay at 0 there."""
+    person = PEOPLE[1]
+    aus = rng_for(5, "aus").uniform(0, 5, len(AUS))
+    as_dict = {au: v for au, v in zip(AUS, aus)}
+    assert np.array_equal(_render(person, aus), _render(person, {**as_dict, 5: 0, 20: 0}))
+    assert not np.array_equal(_render(person, aus), _render(person, {**as_dict, 5: 3}))
 
 
 def test_sequences_are_smooth_bounded_and_subject_dependent():

@@ -32,6 +32,17 @@ AU    FACS name              what changes
 25    lips part              lower lip drops away from the upper (gap 0.07 a): mouth interior, teeth
 26    jaw drop               chin and jaw drop (0.18 a) and pull the lips apart (gap 0.6-1.0 x the drop)
 ====  =====================  ==================================================================
+
+Two more AUs are rendered for still expressions only (the FER datasets' prototypes of surprise, fear
+and anger), never in the AU datasets' sequences, so those stay as they were:
+
+====  =====================  ==================================================================
+5     upper lid raiser       upper lids rise (aperture +130% a), white shows above the iris
+20    lip stretcher          lips stretch sideways (0.13 a), corners pulled down (0.04 a), lips thin (-40% a), creases beside the corners
+====  =====================  ==================================================================
+
+AU 12 and 14 can be made unilateral (``render_face(..., unilateral={12, 14})``: the subject's right
+side only, the image's left at zero yaw), as in contempt.
 """
 
 from __future__ import annotations
@@ -44,8 +55,11 @@ import numpy as np
 
 from .identity import Identity
 
-AUS = (1, 2, 4, 6, 7, 9, 10, 12, 14, 15, 17, 23, 24, 25, 26)
-AU_NAMES = {
+AUS = (1, 2, 4, 6, 7, 9, 10, 12, 14, 15, 17, 23, 24, 25, 26)  # the AU datasets' sequences
+EXPRESSION_AUS = (5, 20)  # rendered for still expressions only
+RENDERED_AUS = tuple(sorted(AUS + EXPRESSION_AUS))
+UNILATERAL_AUS = (12, 14)  # may act on one side of the face only
+AU_NAMES = {5: "upper lid raiser", 20: "lip stretcher",
     1: "inner brow raiser", 2: "outer brow raiser", 4: "brow lowerer", 6: "cheek raiser",
     7: "lid tightener", 9: "nose wrinkler", 10: "upper lip raiser", 12: "lip corner puller",
     14: "dimpler", 15: "lip corner depressor", 17: "chin raiser", 23: "lip tightener",
@@ -59,6 +73,7 @@ AU_REGIONS = {
     10: (0.2, 0.50, 0.8, 0.84), 12: (0.15, 0.50, 0.85, 0.88), 14: (0.2, 0.62, 0.8, 0.86),
     15: (0.2, 0.62, 0.8, 0.88), 17: (0.25, 0.64, 0.75, 1.04), 23: (0.2, 0.62, 0.8, 0.88),
     24: (0.2, 0.62, 0.8, 0.90), 25: (0.25, 0.64, 0.75, 0.92), 26: (0.0, 0.64, 1.0, 1.25),
+    5: (0.12, 0.28, 0.88, 0.46), 20: (0.15, 0.55, 0.85, 0.88),
 }
 _SHIFT = 4
 _ONE = 1 << _SHIFT
@@ -117,6 +132,11 @@ class _Canvas:
         self.fill(_stroke_polygon(np.asarray(pts, float), width), colour, depth, alpha)
 
 
+def to_pixels(pose: Pose, pts, depth: float = 0.0) -> np.ndarray:
+    """Face-box points ``[N, 2]`` -> pixel coordinates ``[N, 2]`` (float) of a face drawn at ``pose``."""
+    return _Canvas(None, pose).px(pts, depth) / _ONE
+
+
 def _bgr(colour) -> tuple[float, float, float]:
     return tuple(float(c) for c in colour)
 
@@ -141,15 +161,21 @@ def _shade(colour, k) -> tuple[float, float, float]:
 
 
 def _intensities(aus: Mapping[int, float] | np.ndarray) -> dict[int, float]:
+    """AU -> intensity / 5 for every rendered AU (a sequence's array covers :data:`AUS`; the rest are 0)."""
     if isinstance(aus, Mapping):
-        unknown = set(aus) - set(AUS)
+        unknown = set(aus) - set(RENDERED_AUS)
         if unknown:
-            raise ValueError(f"AUs {sorted(unknown)} are not rendered; rendered AUs: {AUS}")
-        return {au: float(np.clip(aus.get(au, 0.0), 0, 5)) / 5 for au in AUS}
+            raise ValueError(f"AUs {sorted(unknown)} are not rendered; rendered AUs: {RENDERED_AUS}")
+        return {au: float(np.clip(aus.get(au, 0.0), 0, 5)) / 5 for au in RENDERED_AUS}
     arr = np.asarray(aus, dtype=float)
     if arr.shape != (len(AUS),):
         raise ValueError(f"expected {len(AUS)} intensities in the order {AUS}, got shape {arr.shape}")
-    return {au: float(np.clip(v, 0, 5)) / 5 for au, v in zip(AUS, arr)}
+    return {**{au: 0.0 for au in EXPRESSION_AUS}, **{au: float(np.clip(v, 0, 5)) / 5 for au, v in zip(AUS, arr)}}
+
+
+def _sided(a: dict[int, float], unilateral: frozenset[int], s: int) -> dict[int, float]:
+    """The intensities acting on side ``s`` (-1: the subject's right, the image's left at zero yaw)."""
+    return a if s < 0 or not unilateral else {au: 0.0 if au in unilateral else v for au, v in a.items()}
 
 
 CHIN_Y, JAW_Y0 = 0.97, 0.70
@@ -173,9 +199,14 @@ def _head_outline(p: Identity, drop: float) -> np.ndarray:
     return _jaw_drop(np.stack([x, y], 1), drop)
 
 
-def render_face(img: np.ndarray, p: Identity, aus: Mapping[int, float] | np.ndarray, pose: Pose) -> np.ndarray:
-    """Draw identity ``p`` making expression ``aus`` (AU -> intensity 0-5) onto ``img`` in place."""
+def render_face(img: np.ndarray, p: Identity, aus: Mapping[int, float] | np.ndarray, pose: Pose,
+                unilateral: frozenset[int] | set[int] = frozenset()) -> np.ndarray:
+    """Draw identity ``p`` making expression ``aus`` (AU -> intensity 0-5) onto ``img`` in place; the AUs
+    in ``unilateral`` (of :data:`UNILATERAL_AUS`) act on the subject's right side only."""
     a = _intensities(aus)
+    uni = frozenset(unilateral)
+    if not uni <= set(UNILATERAL_AUS):
+        raise ValueError(f"AUs {sorted(uni - set(UNILATERAL_AUS))} cannot be unilateral; only {UNILATERAL_AUS}")
     cv = _Canvas(img, pose)
     skin, dark = p.skin, _shade(p.skin, 0.55)
     drop = 0.18 * a[26]
@@ -195,8 +226,8 @@ def render_face(img: np.ndarray, p: Identity, aus: Mapping[int, float] | np.ndar
     _draw_cheeks(cv, p, a)
     _draw_brows(cv, p, a, dark)
     _draw_nose(cv, p, a, dark)
-    _draw_mouth(cv, p, a, dark, drop)
-    _draw_chin(cv, p, a, dark, drop)
+    _draw_mouth(cv, p, a, dark, drop, uni)
+    _draw_chin(cv, p, a, dark, drop, uni)
     if p.glasses:
         _draw_glasses(cv, p)
     _draw_hair_front(cv, p)
@@ -220,7 +251,7 @@ def _draw_beard(cv: _Canvas, p: Identity, drop: float) -> None:
 def _lids(p: Identity, a: dict[int, float], s: int):
     ex, ey = 0.5 + s * p.eye_sep, p.eye_y
     t = np.linspace(-1, 1, 15)
-    uh = p.eye_h * (1 - 0.2 * a[7]) * (1 - 0.15 * a[6])
+    uh = p.eye_h * (1 - 0.2 * a[7]) * (1 - 0.15 * a[6]) * (1 + 1.3 * a[5])
     lh = p.eye_h * 0.8 * (1 - 0.5 * a[7]) * (1 - 0.55 * a[6])
     x = ex + t * p.eye_w
     return ex, ey, np.stack([x, ey - uh * (1 - t**2)], 1), np.stack([x, ey + lh * (1 - t**2)], 1)
@@ -287,16 +318,18 @@ def _draw_nose(cv: _Canvas, p: Identity, a: dict[int, float], dark) -> None:
         cv.stroke([[0.45, wy + 0.008], [0.5, wy], [0.55, wy + 0.008]], 0.005, dark, 0.2, 0.9 * a[9])
 
 
-def _mouth_curves(p: Identity, a: dict[int, float], drop: float):
+def _mouth_curves(p: Identity, a: dict[int, float], drop: float, uni: frozenset[int] = frozenset()):
     t = np.linspace(-1, 1, 25)
-    hw = p.mouth_w / 2 + 0.06 * a[12] - 0.01 * a[14] - 0.02 * a[23]
+    right = (t < 0).astype(float)  # the subject's right half of the mouth (the image's left)
+    a12, a14 = ((a[au] * right if au in uni else a[au]) for au in (12, 14))
+    hw = p.mouth_w / 2 + 0.06 * a12 - 0.01 * a14 - 0.02 * a[23] + 0.13 * a[20]
     x = 0.5 + t * hw
-    corner = (p.mouth_curve * (1 - 0.7 * a[24]) - 0.09 * a[12] + 0.06 * a[15] - 0.008 * a[14]) * np.abs(t) ** 2.5
+    corner = (p.mouth_curve * (1 - 0.7 * a[24]) - 0.09 * a12 + 0.06 * a[15] - 0.008 * a14 + 0.04 * a[20]) * np.abs(t) ** 2.5
     line = p.mouth_y + corner - 0.025 * a[17] * (1 - t**2) + 0.2 * drop
     gate = 0.6 + 0.4 * min(1.0, 4 * a[25])  # the dropped jaw pulls the lips apart, more so when they part (AU25)
     gap = (0.07 * a[25] + drop * gate) * (1 - t**2) ** 0.8
     raise10 = 0.06 * a[10] * np.sqrt(1 - t**2)
-    thin = (1 - 0.55 * a[23]) * (1 - 0.45 * a[24])
+    thin = (1 - 0.55 * a[23]) * (1 - 0.45 * a[24]) * (1 - 0.4 * a[20])
     ut = p.lip_upper * thin * (1 - t**2) ** 0.6 * (1 - 0.25 * np.exp(-((t / 0.15) ** 2)))
     lt = p.lip_lower * thin * (1 + 0.25 * a[17]) * (1 - t**2) ** 0.5
     up_bot = line - raise10
@@ -308,14 +341,15 @@ def _nasolabial_end(p: Identity, a: dict[int, float], s: int) -> np.ndarray:
     return np.array([0.5 + s * (p.mouth_w / 2 + 0.03 + 0.04 * a[12]), p.mouth_y + 0.03 - 0.05 * a[12]])
 
 
-def _draw_mouth(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float) -> None:
+def _draw_mouth(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float, uni: frozenset[int] = frozenset()) -> None:
     ny = p.eye_y + p.nose_len
     for s in (-1, 1):
+        side = _sided(a, uni, s)
         start = np.array([0.5 + s * (p.nose_w + 0.02), ny - 0.01])
-        end = _nasolabial_end(p, a, s)
+        end = _nasolabial_end(p, side, s)
         mid = (start + end) / 2 + np.array([s * 0.02, 0.0])
-        cv.stroke(np.stack([start, mid, end]), 0.007, dark, 0.12, 0.12 + 0.7 * max(a[10], a[12]))
-    x, line, up_top, up_bot, lo_top, lo_bot = _mouth_curves(p, a, drop)
+        cv.stroke(np.stack([start, mid, end]), 0.007, dark, 0.12, 0.12 + 0.7 * max(side[10], side[12]))
+    x, line, up_top, up_bot, lo_top, lo_bot = _mouth_curves(p, a, drop, uni)
     cv.fill(np.concatenate([up_bot, lo_top[::-1]]), (45, 30, 70), 0.15)
     teeth = up_bot.copy()
     teeth[:, 1] += np.minimum(0.025, lo_top[:, 1] - up_bot[:, 1])
@@ -327,7 +361,9 @@ def _draw_mouth(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float
         cx, cy = x[idx] + s * 0.022, line[idx]
         arc = _ellipse(cx, cy, 0.008, 0.016, n=8, a0=-1.2, a1=1.2)
         arc[:, 0] = cx + s * (arc[:, 0] - cx)  # mirror on the left so both open toward the mouth
-        cv.stroke(arc, 0.005, dark, 0.12, 0.7 * a[14])
+        cv.stroke(arc, 0.005, dark, 0.12, 0.7 * _sided(a, uni, s)[14])
+        crease = np.array([[cx + s * 0.01, cy + 0.004], [cx + s * 0.035, cy + 0.012], [cx + s * 0.055, cy + 0.026]])
+        cv.stroke(crease, 0.007, dark, 0.12, 0.9 * a[20])  # AU20: the skin stretched beside the corners
     cv.fill(_ellipse(0.5, up_top[:, 1].min() - 0.012, p.mouth_w * 0.35, 0.01), _shade(p.skin, 1.1), 0.14, 0.35 * a[24])
     cv.fill(_ellipse(0.5, lo_bot[:, 1].max() + 0.012, p.mouth_w * 0.3, 0.01), _shade(p.skin, 1.1), 0.14, 0.35 * a[24])
 
@@ -336,8 +372,8 @@ def _draw_mouth(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float
 _CHIN_DIMPLES = np.random.default_rng(17).uniform([-0.07, -0.03], [0.07, 0.03], (9, 2))
 
 
-def _draw_chin(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float) -> None:
-    *_, lo_bot = _mouth_curves(p, a, drop)
+def _draw_chin(cv: _Canvas, p: Identity, a: dict[int, float], dark, drop: float, uni: frozenset[int] = frozenset()) -> None:
+    *_, lo_bot = _mouth_curves(p, a, drop, uni)
     sulcus_y = lo_bot[:, 1].max() + 0.03
     cv.stroke([[0.44, sulcus_y + 0.004], [0.5, sulcus_y], [0.56, sulcus_y + 0.004]], 0.006, dark, 0.1, 0.2 + 0.6 * a[17])
     boss = np.array([0.5, 0.9 - 0.035 * a[17] + drop])
