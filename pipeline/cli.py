@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .config import PARAMS_FILE, ConfigError, UserError, load_params
 
 DATASETS = ("bp4d", "bp4dplus", "disfa")
+FER_DATASETS = ("rafdb", "affectnet", "custom")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ STAGES = {
     "finetune": Stage("pipeline.finetune.stage", "AU finetuning of one fold", "model, finetune, iat, au.unknown_policy"),
     "evaluate": Stage("pipeline.evaluate.stage", "F1 tables over folds, identity probe, t-SNE, learning curves, report",
                       "model, finetune, iat, evaluate, au"),
+    "prepare_fer": Stage("pipeline.fer.prepare", "expression image index and face-crop shards of one FER dataset",
+                         "fer (fer.datasets without --dataset)"),
+    "finetune_fer": Stage("pipeline.fer.stage", "expression recognition finetuning of one FER dataset", "model, fer"),
+    "evaluate_fer": Stage("pipeline.fer.evaluate", "FER accuracy tables, confusion matrices, accuracy per epoch, report",
+                          "fer"),
 }
 
 
@@ -58,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("prepare", "finetune"):
             sub.add_argument("--dataset", choices=DATASETS, required=name == "finetune",
                              help="the AU dataset" + ("" if name == "finetune" else " (default: every one of finetune.datasets)"))
+        if name in ("prepare_fer", "finetune_fer"):
+            sub.add_argument("--dataset", choices=FER_DATASETS, required=name == "finetune_fer",
+                             help="the FER dataset" + ("" if name == "finetune_fer" else " (default: every one of fer.datasets)"))
         if name == "finetune":
             sub.add_argument("--fold", type=int, required=True, help="the 1-based test fold (BP4D, DISFA: 1-3; BP4D+: 1-4)")
             sub.add_argument("--variant", choices=("iat", "fmae"), default="iat",
@@ -71,13 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_predict(subs) -> None:
-    sub = subs.add_parser("predict", help="AU probabilities for your own images, folders and videos",
+    sub = subs.add_parser("predict", help="AU and expression probabilities for your own images, folders and videos",
                           description="Detect every face (YuNet), crop it as training crops are cut and write one row "
-                                      "per face per frame with a probability and an occurrence column per AU. "
+                                      "per face per frame with a probability and an occurrence column per AU (AU "
+                                      "checkpoints) and a probability column per expression (FER checkpoints). "
                                       "Does not read params.yaml: the checkpoint carries what it needs.")
     sub.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) and videos")
     sub.add_argument("--checkpoint", "-c", nargs="+", action="extend", required=True, metavar="PATH",
-                     help="a fold checkpoint (models/au/<variant>/<dataset>/fold<k>/checkpoint.pth); several are "
+                     help="an AU fold checkpoint (models/au/<variant>/<dataset>/fold<k>/checkpoint.pth) and/or an "
+                          "expression checkpoint (models/fer/<dataset>/checkpoint.pth); several of one kind are "
                           "averaged as an ensemble")
     sub.add_argument("--dataset", choices=DATASETS, help="the AU list of a released checkpoint that does not name it")
     sub.add_argument("--out", "-o", default="results.csv", help="output table, .csv or .parquet (default: %(default)s)")

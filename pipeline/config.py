@@ -34,6 +34,7 @@ MODEL_NAMES = (
 )
 SOURCE_NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")
 AU_DATASETS = ("bp4d", "bp4dplus", "disfa")
+FER_DATASETS = ("rafdb", "affectnet", "custom")
 
 
 class UserError(Exception):
@@ -125,6 +126,20 @@ class SynthAU:
 
 
 @dataclass(frozen=True)
+class SynthFERDataset:
+    images: int  # expression images written (train and test together)
+
+    def __post_init__(self):
+        check(self.images >= 40, "images", self.images, "an integer >= 40 (every class needs a few images per split)")
+
+
+@dataclass(frozen=True)
+class SynthFER:
+    rafdb: SynthFERDataset
+    affectnet: SynthFERDataset
+
+
+@dataclass(frozen=True)
 class SynthConfig:
     seed: int
     out_dir: str
@@ -135,6 +150,7 @@ class SynthConfig:
     shared_identities: int
     sources: SynthSources
     au: SynthAU
+    fer: SynthFER
 
     def __post_init__(self):
         check(self.workers >= 1, "workers", self.workers, "an integer >= 1")
@@ -314,19 +330,97 @@ class FinetuneConfig:
                       "so cross-validate it in its own run: datasets [bp4dplus], folds [1, 2, 3, 4])")
         check(bool(self.folds) and len(set(self.folds)) == len(self.folds), "folds", list(self.folds), "a non-empty list without repeats")
         check(bool(self.init), "init", self.init, "'pretrain' or a checkpoint path")
-        check(self.workers >= 0, "workers", self.workers, "an integer >= 0")
         check(len(set(self.datasets)) == len(self.datasets), "datasets", list(self.datasets), "no repeated dataset")
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         check(self.blr > 0, "blr", self.blr, "a number > 0")
-        check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "a number in (0, 1]")
-        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
-        check(0.0 < self.min_crop_scale <= 1.0, "min_crop_scale", self.min_crop_scale, "a number in (0, 1]")
-        check(self.rand_augment == "" or self.rand_augment.startswith("rand-"), "rand_augment", self.rand_augment,
-              "'' (off) or a timm RandAugment spec such as rand-m9-mstd0.5-inc1")
-        check(0.0 <= self.erase_prob <= 1.0, "erase_prob", self.erase_prob, "a number in [0, 1]")
-        check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in the open interval (0, 1)")
+        _check_recipe(self)
+
+
+def _check_recipe(cfg) -> None:
+    """The checks a finetuning section shares (``finetune``, ``fer``): optimiser, augmentation, hold-out."""
+    check(cfg.workers >= 0, "workers", cfg.workers, "an integer >= 0")
+    check(0.0 < cfg.layer_decay <= 1.0, "layer_decay", cfg.layer_decay, "a number in (0, 1]")
+    check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a number >= 0")
+    check(0.0 < cfg.min_crop_scale <= 1.0, "min_crop_scale", cfg.min_crop_scale, "a number in (0, 1]")
+    check(cfg.rand_augment == "" or cfg.rand_augment.startswith("rand-"), "rand_augment", cfg.rand_augment,
+          "'' (off) or a timm RandAugment spec such as rand-m9-mstd0.5-inc1")
+    check(0.0 <= cfg.erase_prob <= 1.0, "erase_prob", cfg.erase_prob, "a number in [0, 1]")
+    check(0.0 < cfg.val_fraction < 1.0, "val_fraction", cfg.val_fraction, "a number in the open interval (0, 1)")
+
+
+@dataclass(frozen=True)
+class FERDataset:
+    root: str  # the dataset's folder ("" = not configured)
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    blr: float  # lr = blr x batch / 256
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(self.blr > 0, "blr", self.blr, "a number > 0")
+
+
+@dataclass(frozen=True)
+class FERRafdb(FERDataset):
+    images: Literal["aligned", "original"]  # Image/aligned (100x100, as the paper) or Image/original + boxes
+
+
+@dataclass(frozen=True)
+class FERAffectNet(FERDataset):
+    classes: int  # 8 (AffectNet-8, codes 0-7, the paper's) or 7 (codes 0-6)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.classes in (7, 8), "classes", self.classes, "7 or 8")
+
+
+@dataclass(frozen=True)
+class FERCustom(FERDataset):
+    classes: tuple[str, ...]  # class names in label order (labels.csv names them or gives their 0-based index)
+
+
+@dataclass(frozen=True)
+class FERConfig:
+    datasets: tuple[str, ...]
+    rafdb: FERRafdb
+    affectnet: FERAffectNet
+    custom: FERCustom
+    init: str
+    crop_size: int
+    box_margin: float
+    layer_decay: float
+    weight_decay: float
+    label_smoothing: float
+    balanced: bool
+    min_crop_scale: float
+    rand_augment: str
+    erase_prob: float
+    selection: Literal["validation", "paper"]
+    val_fraction: float
+    seed: int
+    workers: int
+
+    def __post_init__(self):
+        for i, name in enumerate(self.datasets):
+            check(name in FER_DATASETS, f"datasets.{i}", name, f"one of {', '.join(FER_DATASETS)}")
+            check(bool(getattr(self, name).root), f"{name}.root", getattr(self, name).root,
+                  "a path to the dataset's folder (it is listed in fer.datasets)")
+        check(len(set(self.datasets)) == len(self.datasets), "datasets", list(self.datasets), "no repeated dataset")
+        check("custom" not in self.datasets or len(self.custom.classes) >= 2, "custom.classes", list(self.custom.classes),
+              "at least two class names (fer.custom is listed in fer.datasets)")
+        check(bool(self.init), "init", self.init, "a checkpoint path")
+        check(self.crop_size >= 32, "crop_size", self.crop_size, "an integer >= 32 (paper: 224)")
+        check(0 <= self.box_margin < 1, "box_margin", self.box_margin, "a number in [0, 1)")
+        check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        _check_recipe(self)
+
+    def dataset(self, name: str) -> FERDataset:
+        return getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -370,6 +464,7 @@ class Params:
     finetune: FinetuneConfig
     iat: IATConfig
     evaluate: EvaluateConfig
+    fer: FERConfig
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved params as plain data, with params.yaml's key names."""

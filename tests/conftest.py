@@ -17,6 +17,7 @@ TINY = {
                       ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")},
     "synth.au": {"bp4d": {"subjects": 3, "tasks": 2, "frames": 6}, "bp4dplus": {"subjects": 3, "tasks": 2, "frames": 5},
                  "disfa": {"subjects": 2, "tasks": 1, "frames": 6}, "frame_scale": 0.2, "left_camera": True},
+    "synth.fer": {"rafdb": {"images": 40}, "affectnet": {"images": 48}},
 }
 
 
@@ -28,6 +29,9 @@ TINY_STAGES = {
     "pretrain.epochs": 1, "pretrain.batch_size": 8, "pretrain.workers": 1, "pretrain.log_every": 2,
     "au.frame_step": 1, "au.workers": 1,
     "finetune.epochs": 1, "finetune.batch_size": 4, "finetune.workers": 0,
+    "fer.rafdb": {"root": "data/raw/fer/RAF-DB/basic", "images": "aligned", "epochs": 1, "warmup_epochs": 0, "batch_size": 4, "blr": 1.0e-3},
+    "fer.affectnet": {"root": "data/raw/fer/AffectNet", "classes": 8, "epochs": 1, "warmup_epochs": 0, "batch_size": 4, "blr": 5.0e-4},
+    "fer.workers": 0,
 }
 
 NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")

@@ -53,7 +53,7 @@ def project(tmp_path):
 def test_repro_twice_second_run_reruns_only_scan(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
     for stage in ("synthesize", "scan", "curate", "pretrain", "prepare@bp4d", "finetune@bp4d-1", "finetune@bp4d-3",
-                  "finetune_fmae@bp4d-2", "evaluate"):
+                  "finetune_fmae@bp4d-2", "evaluate", "prepare_fer@rafdb", "finetune_fer@affectnet", "evaluate_fer"):
         assert f"Running stage '{stage}'" in first
     assert (project / "data/raw/truth/world.json").is_file() and (project / "reports/synth_aus.png").is_file()
     assert list((project / "data/face9m/shards").glob("face9m-*.tar"))
@@ -67,6 +67,7 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     assert "Stage 'pretrain' didn't change, skipping" in second
     assert "Stage 'finetune@bp4d-2' didn't change, skipping" in second
     assert "Stage 'evaluate' didn't change, skipping" in second
+    assert "Stage 'finetune_fer@rafdb' didn't change, skipping" in second
     status = _run([str(BIN / "dvc"), "status"], project)
     assert "always changed" in status and "curate" not in status and "synthesize" not in status
     assert "pretrain" not in status
@@ -86,6 +87,9 @@ def test_repro_twice_second_run_reruns_only_scan(project):
             for key in ("f1_mean", "f1_05_mean", "auc_mean"):  # one naming scheme: the fold file's keys are the summary's
                 assert entry[key] == pytest.approx(own[key], abs=1e-4), key
     assert "| Method | AU1 |" in (project / "reports/au.md").read_text()
+    assert "rafdb.accuracy" in metrics and "affectnet.majority_accuracy" in metrics
+    fer = (project / "reports/fer.md").read_text()
+    assert "| Method | RAF-DB | AffectNet-8 |" in fer and "synthetic data" in fer
     _run([str(BIN / "dvc"), "plots", "show", "--out", "dvc_plots"], project)
     html = (project / "dvc_plots" / "index.html").read_text()
     assert "Pretraining loss" in html and "epoch_001.png" in html
@@ -93,6 +97,7 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     assert "Finetuning AU loss per epoch" in html and "Identity head training accuracy" in html
     for name in ("f1_per_epoch", "identity_probe", "tsne", "per_au_f1", "id_train_accuracy"):
         assert f"bp4d_{name}.png" in html, name
+    assert "rafdb_confusion.png" in html and "FER validation accuracy per epoch" in html
     # the folds' own checkpoints carry what inference needs: predict applies two of them as an ensemble
     folds = [f"models/au/iat/bp4d/fold{k}/checkpoint.pth" for k in (1, 2)]
     _run([str(BIN / "fmae"), "predict", str(PORTRAIT), "--checkpoint", *folds, "--out", "predict.csv"], project)
@@ -110,7 +115,7 @@ def test_lambda_experiment_reruns_only_the_iat_stages(project):
     out = _run([str(BIN / "dvc"), "exp", "run", "-S", "iat.lambda=1.0"], project)
     assert "Running stage 'finetune@bp4d-1'" in out and "Running stage 'finetune@bp4d-3'" in out
     assert "Running stage 'evaluate'" in out
-    for cached in ("curate", "pretrain", "prepare@bp4d", "finetune_fmae@bp4d-1"):
+    for cached in ("curate", "pretrain", "prepare@bp4d", "finetune_fmae@bp4d-1", "finetune_fer@rafdb", "evaluate_fer"):
         assert f"Running stage '{cached}'" not in out, cached
 
 

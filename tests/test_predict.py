@@ -181,3 +181,49 @@ def test_released_checkpoints_need_their_dataset_and_wrong_files_are_refused(mat
     assert main(["predict", str(PORTRAIT), "--checkpoint", str(material["ckpt"]), "--out", str(tmp_path / "afile" / "r.csv")]) == 2
     assert "cannot write there" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists()
+
+
+def save_expression_model(path, seed: int, classes=("neutral", "happiness", "sadness"), margin: float = 0.1):
+    torch.manual_seed(seed)
+    model = AUDetector("vit_tiny_patch16_224", len(classes), img_size=64, drop_path=0.0).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.3)
+    record = {"format": "fmae-fer-classifier/1", "task": "fer", "model": "vit_tiny_patch16_224", "img_size": 64,
+              "dataset": "rafdb", "classes": list(classes), "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+              "box_margin": margin, "crop_size": 128}
+    checkpoint.save_atomic({"model": model.state_dict(), "epoch": 0, "inference": record}, path)
+    return model
+
+
+def test_an_expression_checkpoint_adds_a_probability_per_class_beside_the_aus(material, tmp_path):
+    """AU and FER checkpoints together: each cropped by its own record (margin, size), the FER columns
+    are the classifier's softmax applied by hand, and ``expression`` is the most probable class."""
+    model = save_expression_model(tmp_path / "fer.pth", 3)
+    out = tmp_path / "both.csv"
+    assert main(["predict", str(PORTRAIT), str(material["video"]), "--checkpoint", str(material["ckpt"]),
+                 str(tmp_path / "fer.pth"), "--out", str(out), "--every", "4", "--annotate", str(tmp_path / "ann"),
+                 "--plot", str(tmp_path / "plots")]) == 0
+    table = pd.read_csv(out)
+    fer = ["FER_neutral", "FER_happiness", "FER_sadness"]
+    assert AUS == [c for c in table.columns if c.startswith("AU") and not c.endswith("_on")]
+    assert [c for c in table.columns if c.startswith("FER_")] == fer and "expression" in table.columns
+    ok = table[table.status == "ok"]
+    assert np.allclose(ok[fer].sum(axis=1), 1.0, atol=1e-5)
+    assert (ok.expression == ok[fer].idxmax(axis=1).str.removeprefix("FER_")).all()
+    photo = ok[ok.input == str(PORTRAIT)].iloc[0]
+    face = FaceDetector(0.3)(cv2.imread(str(PORTRAIT)))[0]
+    crop = crop_face(cv2.imread(str(PORTRAIT)), face.box, 0.1, 128)  # the FER record's own crop
+    x = eval_transform(64)(Image.fromarray(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)))[None]
+    with torch.no_grad():
+        want = torch.softmax(model(x)[0], -1)[0].numpy()
+    assert np.allclose(photo[fer].to_numpy(float), want, atol=1e-5)
+    assert np.allclose(photo[AUS].to_numpy(float), direct_probs(fold_model(1), cv2.imread(str(PORTRAIT)), face.box), atol=1e-5)
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())  # the video's AU and expression timelines
+    assert len(plots) == 2 and plots[1] == plots[0].replace(".png", "_expression.png")
+    assert len(list((tmp_path / "ann").iterdir())) == 2  # the annotated photo and video
+    record = json.loads((tmp_path / "both.csv.provenance.json").read_text())
+    assert record["checkpoints"][1]["classes"] == ["neutral", "happiness", "sadness"]
+    only = run([str(PORTRAIT)], [str(tmp_path / "fer.pth")], str(tmp_path / "fer_only.csv"), progress=False)
+    assert not [c for c in only.columns if c.startswith("AU")] and np.allclose(only[fer].iloc[0].to_numpy(float), want, atol=1e-5)
+    save_expression_model(tmp_path / "fer4.pth", 4, classes=("neutral", "happiness", "sadness", "anger"))
+    assert main(["predict", str(PORTRAIT), "--checkpoint", str(tmp_path / "fer.pth"), str(tmp_path / "fer4.pth"),
+                 "--out", str(tmp_path / "x.csv")]) == 2  # an ensemble of different class lists is refused

@@ -1,5 +1,6 @@
-"""Annotated output of ``fmae predict --annotate DIR``: each face's box and its active AUs drawn
-on the frame; an image per input image, an MP4 per video (at the decoded frame rate)."""
+"""Annotated output of ``fmae predict --annotate DIR``: each face's box, its active AUs and its most
+probable expression drawn on the frame; an image per input image, an MP4 per video (at the decoded
+frame rate)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def output_name(input_path: str) -> str:
 
 
 class Annotator:
-    def __init__(self, folder: Path, aus: tuple[int, ...], threshold: float, every: int):
-        self.folder, self.aus, self.threshold, self.every = Path(folder), aus, threshold, every
+    def __init__(self, folder: Path, heads: list, every: int):
+        """``heads``: the ensembles whose ``label(probs)`` lines are written beside each face."""
+        self.folder, self.heads, self.every = Path(folder), heads, every
         self.folder.mkdir(parents=True, exist_ok=True)
         self.video: tuple[str, cv2.VideoWriter] | None = None
         self.written: list[Path] = []
@@ -54,7 +56,7 @@ class Annotator:
         if probs is None:
             label = [row["status"]]
         else:
-            label = [f"AU{a:02d} {p:.2f}" for a, p in zip(self.aus, probs) if p >= self.threshold] or ["no AU"]
+            label = [line for head, p in zip(self.heads, probs) for line in head.label(p)]
         scale = max(0.35, w / 400)
         step = int(28 * scale) + 4
         for i, text in enumerate(label):

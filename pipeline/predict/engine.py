@@ -1,4 +1,4 @@
-"""Apply AU models to frames: detect every face, crop it as training crops are cut, batch, average.
+"""Apply AU and expression models to frames: detect every face, crop it as training crops are cut, batch, average.
 
 :func:`predict` is the Python function behind ``fmae predict``. It returns one row per detected
 face per frame, plus a row for each frame without a face and each input that cannot be read, so
@@ -25,6 +25,7 @@ from ..faces.crop import crop_face
 from ..faces.detect import LANDMARKS, Face, FaceDetector
 from ..finetune.data import eval_transform
 from ..models.au_checkpoint import AUModel
+from ..models.fer_checkpoint import FERModel
 from .inputs import Frame, Problem, frames
 
 DETECT_FLOOR = 0.3  # faces down to this score are found and listed; below --min-score they get no AU columns
@@ -68,41 +69,92 @@ class Ensemble:
         self.transforms = [eval_transform(m.img_size, m.mean, m.std) for m in models]
         self.aus, (self.margin, self.crop_size) = first.aus, first.crop
         self.threshold = float(np.mean([m.threshold for m in models]))  # each fold's selected threshold, averaged
+        self.names = [au_name(a) for a in self.aus]
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
 
     @torch.no_grad()
     def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
         images = [Image.fromarray(cv2.cvtColor(c, cv2.COLOR_BGR2RGB)) for c in crops]
-        total = np.zeros((len(crops), len(self.aus)), np.float64)
+        total = np.zeros((len(crops), len(self.names)), np.float64)
         for model, transform in zip(self.models, self.transforms):
             x = torch.stack([transform(img) for img in images]).to(self.device)
             with autocast(self.device):
-                total += torch.sigmoid(model(x)[0].float()).cpu().numpy()
+                total += self._activate(model(x)[0].float()).cpu().numpy()
         return total / len(self.models)
 
+    def columns(self, probs: np.ndarray) -> pd.DataFrame:
+        """``AUxx`` probabilities and ``AUxx_on`` occurrences at the threshold (NaN rows: no scored face)."""
+        table = pd.DataFrame(probs, columns=self.names)
+        for name in self.names:
+            table[f"{name}_on"] = (table[name] >= self.threshold).astype("Int8").where(table[name].notna())
+        return table
 
-def predict(inputs: list, ensemble: Ensemble, *, every: int = 1, batch_size: int = 32, min_face: int = 40,
-            min_score: float = 0.6, on_frame: Callable[[Frame, list[dict]], None] | None = None,
+    def label(self, probs: np.ndarray) -> list[str]:
+        """What an annotated frame says of one face."""
+        return [f"AU{a:02d} {p:.2f}" for a, p in zip(self.aus, probs) if p >= self.threshold] or ["no AU"]
+
+
+class ExpressionEnsemble(Ensemble):
+    """The mean class probabilities of one or more expression classifiers of the same classes and crop."""
+
+    def __init__(self, models: list[FERModel], device: torch.device):
+        first = models[0]
+        for m in models[1:]:
+            if m.classes != first.classes or m.crop != first.crop:
+                raise ValueError(f"{m.path}: classes {list(m.classes)} / crop {m.crop} differ from {first.path}'s "
+                                 f"{list(first.classes)} / {first.crop}: an ensemble needs models of one class list and crop")
+        self.models, self.device = [m.model.to(device) for m in models], device
+        self.transforms = [eval_transform(m.img_size, m.mean, m.std) for m in models]
+        self.classes, (self.margin, self.crop_size) = first.classes, first.crop
+        self.threshold = None
+        self.names = [f"FER_{c}" for c in self.classes]
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1)
+
+    def columns(self, probs: np.ndarray) -> pd.DataFrame:
+        """``FER_<class>`` probabilities and ``expression``, the most probable class."""
+        table = pd.DataFrame(probs, columns=self.names)
+        scored = ~np.isnan(probs).any(1)
+        best = np.where(scored, np.nan_to_num(probs, nan=-1.0).argmax(1), 0)
+        table["expression"] = pd.Series([self.classes[k] if ok else None for k, ok in zip(best, scored)], dtype="object")
+        return table
+
+    def label(self, probs: np.ndarray) -> list[str]:
+        k = int(np.argmax(probs))
+        return [f"{self.classes[k]} {probs[k]:.2f}"]
+
+
+def predict(inputs: list, ensemble: Ensemble | list[Ensemble], *, every: int = 1, batch_size: int = 32,
+            min_face: int = 40, min_score: float = 0.6, on_frame: Callable[[Frame, list[dict]], None] | None = None,
             progress: bool = True, timings: Timings | None = None) -> pd.DataFrame:
-    """One row per face per frame of ``inputs`` (see :data:`BASE`, then ``AUxx`` probabilities and
-    ``AUxx_on`` occurrences at the ensemble's threshold). ``on_frame(frame, rows)`` is called for
-    every frame in order once its rows are complete (annotated output)."""
+    """One row per face per frame of ``inputs`` (see :data:`BASE`, then each ensemble's columns: ``AUxx``
+    probabilities and ``AUxx_on`` occurrences at its threshold; ``FER_<class>`` probabilities and
+    ``expression``). ``on_frame(frame, rows)`` is called for every frame in order once its rows are
+    complete (annotated output); a row's ``probs`` holds one array per ensemble."""
+    heads = ensemble if isinstance(ensemble, list) else [ensemble]
     detector = FaceDetector(min(DETECT_FLOOR, min_score))
     timings = timings if timings is not None else Timings()
     rows: list[dict] = []
     pending: list[tuple[Frame, list[int]]] = []  # frames whose faces wait for the model
-    crops: list[np.ndarray] = []
-    owners: list[int] = []  # row of each pending crop
+    crops: list[list[np.ndarray]] = [[] for _ in heads]  # per ensemble: its crop of each pending face
+    owners: list[int] = []  # row of each pending face
 
     def flush() -> None:
         start = time.perf_counter()
-        for i in range(0, len(crops), batch_size):  # a crowded frame can bring more than a batch
-            for r, p in zip(owners[i:i + batch_size], ensemble(crops[i:i + batch_size])):
-                rows[r]["probs"] = p
+        for h, head in enumerate(heads):
+            for i in range(0, len(owners), batch_size):  # a crowded frame can bring more than a batch
+                for r, p in zip(owners[i:i + batch_size], head(crops[h][i:i + batch_size])):
+                    rows[r].setdefault("probs", [None] * len(heads))[h] = p
         timings.model += time.perf_counter() - start
         if on_frame is not None:
             for frame, ids in pending:
                 on_frame(frame, [rows[i] for i in ids])
-        pending.clear(), crops.clear(), owners.clear()
+        pending.clear(), owners.clear()
+        for part in crops:
+            part.clear()
 
     stream = frames(inputs, every)
     bar = tqdm(desc="predict", unit="frame", disable=not progress)
@@ -129,17 +181,22 @@ def predict(inputs: list, ensemble: Ensemble, *, every: int = 1, batch_size: int
             rows.append(where | {"face": k, "status": status} | _geometry(face))
             if status == OK:
                 start = time.perf_counter()
-                crops.append(crop_face(item.bgr, face.box, ensemble.margin, ensemble.crop_size))
+                cut: dict[tuple, np.ndarray] = {}  # ensembles of one crop share it
+                for h, head in enumerate(heads):
+                    key = (head.margin, head.crop_size)
+                    if key not in cut:
+                        cut[key] = crop_face(item.bgr, face.box, head.margin, head.crop_size)
+                    crops[h].append(cut[key])
                 timings.model += time.perf_counter() - start
                 owners.append(ids[-1])
                 timings.faces += 1
         pending.append((item if on_frame is not None else None, ids))  # pixels kept only to annotate
-        if len(crops) >= batch_size or len(pending) >= batch_size:
+        if len(owners) >= batch_size or len(pending) >= batch_size:
             flush()
         bar.update()
     flush()
     bar.close()
-    return _table(rows, ensemble)
+    return _table(rows, heads)
 
 
 def _geometry(face: Face) -> dict:
@@ -147,16 +204,12 @@ def _geometry(face: Face) -> dict:
     return dict(zip(BOX, face.box)) | {"score": face.score} | marks
 
 
-def _table(rows: list[dict], ensemble: Ensemble) -> pd.DataFrame:
-    names = [au_name(a) for a in ensemble.aus]
-    probs = np.full((len(rows), len(names)), np.nan, np.float32)
+def _table(rows: list[dict], heads: list[Ensemble]) -> pd.DataFrame:
+    probs = [np.full((len(rows), len(h.names)), np.nan, np.float32) for h in heads]
     for i, r in enumerate(rows):
-        if "probs" in r:
-            probs[i] = r.pop("probs")
+        for h, p in enumerate(r.pop("probs", None) or ()):
+            probs[h][i] = p
     table = pd.DataFrame(rows, columns=BASE)
     for col in ("frame", "face"):
         table[col] = table[col].astype("Int64")
-    table = pd.concat([table, pd.DataFrame(probs, columns=names)], axis=1)
-    for name in names:
-        table[f"{name}_on"] = (table[name] >= ensemble.threshold).astype("Int8").where(table[name].notna())
-    return table
+    return pd.concat([table, *(head.columns(p) for head, p in zip(heads, probs))], axis=1)

@@ -21,9 +21,9 @@ import torch
 from .. import provenance
 from ..config import ConfigError, UserError
 from ..faces import detect
-from ..models import au_checkpoint
+from ..models import au_checkpoint, checkpoint, fer_checkpoint
 from .annotate import Annotator
-from .engine import UNREADABLE, Ensemble, Timings, au_name, predict
+from .engine import UNREADABLE, Ensemble, ExpressionEnsemble, Timings, predict
 from .plot import plot_timeline
 
 CODE = ("pipeline/predict", "pipeline/faces", "pipeline/models", "pipeline/finetune/data.py")
@@ -38,39 +38,44 @@ def run(inputs: list[str], checkpoints: list[str], out: str = "results.csv", dat
     options = {"every": every, "batch_size": batch_size, "min_face": min_face, "min_score": min_score}
     _check(out_path, options, device)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
-    models = [au_checkpoint.load(p, dataset) for p in checkpoints]
+    expression = [p for p in checkpoints if fer_checkpoint.is_fer(checkpoint.read(p))]
+    models = [au_checkpoint.load(p, dataset) for p in checkpoints if p not in expression]
+    fer_models = [fer_checkpoint.load(p) for p in expression]
     for m in models:
         if m.faces and "boxes" in m.faces:
             log.warning("%s was trained on crops from the boxes in %s, not from YuNet: faces here are cropped by YuNet, "
                         "whose boxes may frame them differently", m.path, m.faces["boxes"])
-    try:
-        ensemble = Ensemble(models, dev)
+    try:  # one ensemble per task: the AU checkpoints, the expression checkpoints
+        heads = ([Ensemble(models, dev)] if models else []) + ([ExpressionEnsemble(fer_models, dev)] if fer_models else [])
     except ValueError as err:
         raise UserError(str(err)) from None
+    au = heads[0] if models else None
     try:  # a bad output place is found before the work, not after it
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        annotator = Annotator(Path(annotate), ensemble.aus, ensemble.threshold, every) if annotate else None
+        annotator = Annotator(Path(annotate), heads, every) if annotate else None
     except OSError as err:
         raise UserError(f"{err.filename}: cannot write there ({err.strerror})") from None
     timings = Timings()
     try:
-        table = predict(inputs, ensemble, every=every, batch_size=batch_size, min_face=min_face, min_score=min_score,
+        table = predict(inputs, heads, every=every, batch_size=batch_size, min_face=min_face, min_score=min_score,
                         on_frame=annotator, progress=progress, timings=timings)
     finally:
         if annotator is not None:
             annotator.close()
     _write(table, out_path)
     record = provenance.record("predict", options | {"device": str(dev), "inputs": [str(i) for i in inputs]}, CODE,
-                               checkpoints=[_describe(m) for m in models], faces=detect.describe() | {"min_score": min_score},
-                               threshold=ensemble.threshold, timings=timings.as_dict())
+                               checkpoints=[_describe(m) for m in models + fer_models],
+                               faces=detect.describe() | {"min_score": min_score},
+                               threshold=au.threshold if au else None, timings=timings.as_dict())
     sidecar = out_path.with_name(out_path.name + ".provenance.json")
     sidecar.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     if plot:
-        names = [au_name(a) for a in ensemble.aus]
         videos = table.loc[table.time_s.notna(), "input"].unique()
-        for video in videos:
-            if (png := plot_timeline(table, video, names, ensemble.threshold, Path(plot))) is not None:
-                log.info("timeline of %s: %s", video, png)
+        for head in heads:
+            for video in videos:
+                what = "AU" if head is au else "expression"
+                if (png := plot_timeline(table, video, head.names, head.threshold, Path(plot), what)) is not None:
+                    log.info("%s timeline of %s: %s", what, video, png)
     _summarise(table, out_path, timings)
     return table
 
@@ -97,13 +102,14 @@ def _write(table: pd.DataFrame, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def _describe(model: au_checkpoint.AUModel) -> dict:
+def _describe(model: au_checkpoint.AUModel | fer_checkpoint.FERModel) -> dict:
     h = hashlib.sha256()
     with open(model.path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
+    about = {"threshold": model.threshold} if isinstance(model, au_checkpoint.AUModel) else {"classes": list(model.classes)}
     return {"path": str(model.path), "sha256": h.hexdigest(), "model": model.model.encoder_name,
-            "img_size": model.img_size, "dataset": model.dataset, "threshold": model.threshold}
+            "img_size": model.img_size, "dataset": model.dataset, **about}
 
 
 def _summarise(table: pd.DataFrame, out: Path, timings: Timings) -> None:
@@ -113,6 +119,6 @@ def _summarise(table: pd.DataFrame, out: Path, timings: Timings) -> None:
     counts = table.status.value_counts().to_dict()
     t = timings.as_dict()
     speed = f", {t['frames_per_s']:.1f} frames/s" if t["frames_per_s"] else ""
-    log.info("%s: %d frames, %d faces with AUs, rows by status %s%s", out, t["frames"], t["faces"], counts, speed)
+    log.info("%s: %d frames, %d faces scored, rows by status %s%s", out, t["frames"], t["faces"], counts, speed)
     if len(bad):
         log.warning("%d input(s) or part(s) could not be read: listed above and in %s (status 'unreadable')", len(bad), out)

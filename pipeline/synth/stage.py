@@ -4,12 +4,14 @@ Outputs::
 
     <out_dir>/sources/<Source>/...       the eight pretraining sources, native layouts
     <out_dir>/au/{BP4D,BP4D+,DISFA}/...  the AU datasets, native layouts + face_boxes.csv
+    <out_dir>/fer/{RAF-DB/basic,AffectNet}/...   the FER datasets, native layouts
     <out_dir>/truth/sources.csv          every source file: identity, injected flaw, expected outcome
     <out_dir>/truth/au_frames.parquet    every AU frame: identity, AU intensities, face box
     <out_dir>/truth/au_quirks.csv        the dataset quirks reproduced, and where
+    <out_dir>/truth/fer_images.csv       every FER image: dataset, split, file, emotion, label code, flaw
     <out_dir>/truth/world.json           counts per source and dataset
     <out_dir>/provenance.json            params, code version, libraries
-    reports/synth_aus.png, reports/synth_identities.png   contact sheets
+    reports/synth_aus.png, reports/synth_identities.png, reports/synth_expressions.png   contact sheets
 
 Work is split into one job per source and one per AU subject; each job's output depends only
 on the seed and its own name, so the bytes are the same for any ``synth.workers``.
@@ -29,7 +31,7 @@ from tqdm import tqdm
 
 from .. import provenance
 from ..config import AU_DATASETS, SOURCE_NAMES, Params, SynthConfig
-from . import au_datasets, sources
+from . import au_datasets, fer_datasets, sources
 from .contact_sheet import write_sheets
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ def au_root(out_dir: str | Path, dataset: str) -> Path:
 def _job(cfg: SynthConfig, job: tuple[str, ...]):
     if job[0] == "source":
         return job, sources.write_source(cfg, job[1], source_root(cfg.out_dir, job[1]))
+    if job[0] == "fer":
+        return job, fer_datasets.write_dataset(cfg, job[1])
     _, dataset, subject = job
     return job, au_datasets.write_subject(cfg, dataset, subject, au_root(cfg.out_dir, dataset))
 
@@ -68,6 +72,8 @@ def plan_jobs(cfg: SynthConfig) -> list[tuple[str, ...]]:
     jobs: list[tuple[tuple[str, ...], int]] = []
     for name in SOURCE_NAMES:
         jobs.append((("source", name), getattr(cfg.sources, name).images))
+    for dataset in fer_datasets.WRITERS:
+        jobs.append((("fer", dataset), getattr(cfg.fer, dataset).images * 2))
     for dataset in AU_DATASETS:
         spec = getattr(cfg.au, dataset)
         cams = 2 if dataset == "disfa" and cfg.au.left_camera else 1
@@ -111,6 +117,9 @@ def synthesize(cfg: SynthConfig, reports: Path = REPORTS) -> dict:
         summary["au"][dataset] = {"subjects": len(subjects), "frames": sum(len(o.truth) for o in outputs)}
     pd.DataFrame(frames).to_parquet(truth / "au_frames.parquet", index=False)
     pd.DataFrame(quirks, columns=["dataset", "subject", "sequence", "quirk", "detail"]).to_csv(truth / "au_quirks.csv", index=False)
+    fer = pd.DataFrame([row for name in fer_datasets.WRITERS for row in results[("fer", name)]])
+    fer.to_csv(truth / "fer_images.csv", index=False)
+    summary["fer"] = {name: {"images": int((fer.dataset == name).sum())} for name in fer_datasets.WRITERS}
     (truth / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_sheets(cfg.seed, reports)
     stamp_mtimes(out)
@@ -124,5 +133,6 @@ def run(params: Params) -> None:
     os.utime(out / "provenance.json", (WORLD_MTIME, WORLD_MTIME))
     n_src = sum(s["files"] for s in summary["sources"].values())
     n_au = sum(d["frames"] for d in summary["au"].values())
-    print(f"synthesize: {n_src} source files, {n_au} AU frames under {params.synth.out_dir}; "
-          f"contact sheets in {REPORTS}/synth_aus.png and {REPORTS}/synth_identities.png")
+    n_fer = sum(d["images"] for d in summary["fer"].values())
+    print(f"synthesize: {n_src} source files, {n_au} AU frames, {n_fer} FER images under {params.synth.out_dir}; "
+          f"contact sheets in {REPORTS}/synth_aus.png, synth_identities.png and synth_expressions.png")
