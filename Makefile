@@ -33,8 +33,8 @@ test: $(STAMP)
 test-fast: $(STAMP)  # the unit tests only (a few minutes): what to run while editing
 	$(BIN)/python -m pytest -m "not slow"
 
-test-mutations: $(STAMP)  # the end-to-end learning test against two broken pipelines (~4 minutes)
-	$(BIN)/python -m pytest --mutations tests/test_learning.py
+test-mutations: $(STAMP)  # the end-to-end learning tests (AU, FER) against three broken pipelines (~8 minutes)
+	$(BIN)/python -m pytest --mutations tests/test_learning.py tests/test_fer.py -k "mutation or unseen or majority"
 
 learning-demo: $(STAMP)  # MAE on 8,000 synthetic faces, FMAE on 3 BP4D folds, random init and IAT on fold 1 (~50 min on 2 cores)
 	$(BIN)/python benchmarks/learning_demo.py

@@ -39,7 +39,7 @@ NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "u
 
 def pytest_addoption(parser):
     parser.addoption("--mutations", action="store_true",
-                     help="also run the mutation checks of tests/test_learning.py (a broken pipeline must fail there)")
+                     help="also run the mutation checks of tests/test_learning.py and tests/test_fer.py (a broken pipeline must fail there)")
 
 
 def curate_overrides(out: Path, **extra) -> dict:

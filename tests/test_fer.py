@@ -242,3 +242,36 @@ def test_mutation_shuffled_labels(tmp_path_factory, monkeypatch, request):
     s = _finetune_small_cnn(tmp_path_factory, monkeypatch, shuffle_labels=True)
     print("shuffled labels:", {k: s[k] for k in ("accuracy", "majority_accuracy")})
     assert s["accuracy"] < s["majority_accuracy"] + MARGIN, s
+
+
+@pytest.mark.slow
+def test_killed_expression_finetuning_resumes_to_the_uninterrupted_result(world, tmp_path, caplog):
+    """finetune_fer shares the AU folds' loop: a run stopped after epoch 1 and resumed ends with the same
+    weights, history and selection as an uninterrupted one (the ViT, balanced sampling, 3 epochs)."""
+    import logging
+
+    from pipeline.fer import train
+    from pipeline.fer.prepare import prepare
+    from pipeline.models.mae import MaskedAutoencoder
+
+    params, _ = world
+    torch.manual_seed(0)
+    encoder = MaskedAutoencoder("vit_tiny_patch16_224", 64, 1, 2, True, 0.75, 64).encoder_state_dict()
+    torch.save({"model": encoder}, tmp_path / "encoder.pth")
+    from dataclasses import replace
+
+    fer = replace(params.fer, init=str(tmp_path / "encoder.pth"), balanced=True, workers=0,
+                  rafdb=replace(params.fer.rafdb, epochs=3, warmup_epochs=1, batch_size=8))
+    params = replace(params, fer=fer, model=replace(params.model, img_size=64))
+    data = tmp_path / "rafdb"
+    prepare(params, "rafdb", data)
+    whole = train.finetune(params, "rafdb", data)
+    assert train.finetune(params, "rafdb", data, resume=tmp_path / "resume.pth", stop_after=1) is None
+    caplog.set_level(logging.INFO)
+    resumed = train.finetune(params, "rafdb", data, resume=tmp_path / "resume.pth")
+    assert "resuming from" in caplog.text
+    drop = lambda h: [{k: v for k, v in row.items() if k != "images_per_s"} for row in h]  # noqa: E731
+    assert drop(resumed["history"]) == drop(whole["history"]) and resumed["selection"] == whole["selection"]
+    a, b = whole["model"].state_dict(), resumed["model"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert np.array_equal(whole["test_probs"], resumed["test_probs"])
