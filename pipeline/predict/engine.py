@@ -60,16 +60,23 @@ class Ensemble:
     """The mean probability of one or more AU models of the same dataset and crop (e.g. the k folds)."""
 
     def __init__(self, models: list[AUModel], device: torch.device):
-        first = models[0]
-        for m in models[1:]:
-            if m.aus != first.aus or m.crop != first.crop:
-                raise ValueError(f"{m.path}: AUs {list(m.aus)} / crop {m.crop} differ from {first.path}'s "
-                                 f"{list(first.aus)} / {first.crop}: an ensemble needs models of one dataset and crop")
-        self.models, self.device = [m.model.to(device) for m in models], device
-        self.transforms = [eval_transform(m.img_size, m.mean, m.std) for m in models]
-        self.aus, (self.margin, self.crop_size) = first.aus, first.crop
+        self._join(models, device, "AUs")
+        self.aus = models[0].aus
         self.threshold = float(np.mean([m.threshold for m in models]))  # each fold's selected threshold, averaged
         self.names = [au_name(a) for a in self.aus]
+
+    def _join(self, models: list, device: torch.device, outputs: str) -> None:
+        """Hold ``models`` on ``device``, each with its evaluation transform; they must share their outputs
+        (the attribute ``outputs.lower()``: AUs, classes) and their crop."""
+        first, key = models[0], outputs.lower()
+        for m in models[1:]:
+            if getattr(m, key) != getattr(first, key) or m.crop != first.crop:
+                raise ValueError(f"{m.path}: {outputs} {list(getattr(m, key))} / crop {m.crop} differ from {first.path}'s "
+                                 f"{list(getattr(first, key))} / {first.crop}: an ensemble needs models of the same "
+                                 f"{outputs} and crop")
+        self.models, self.device = [m.model.to(device) for m in models], device
+        self.transforms = [eval_transform(m.img_size, m.mean, m.std) for m in models]
+        self.margin, self.crop_size = first.crop
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
@@ -100,14 +107,8 @@ class ExpressionEnsemble(Ensemble):
     """The mean class probabilities of one or more expression classifiers of the same classes and crop."""
 
     def __init__(self, models: list[FERModel], device: torch.device):
-        first = models[0]
-        for m in models[1:]:
-            if m.classes != first.classes or m.crop != first.crop:
-                raise ValueError(f"{m.path}: classes {list(m.classes)} / crop {m.crop} differ from {first.path}'s "
-                                 f"{list(first.classes)} / {first.crop}: an ensemble needs models of one class list and crop")
-        self.models, self.device = [m.model.to(device) for m in models], device
-        self.transforms = [eval_transform(m.img_size, m.mean, m.std) for m in models]
-        self.classes, (self.margin, self.crop_size) = first.classes, first.crop
+        self._join(models, device, "classes")
+        self.classes = models[0].classes
         self.threshold = None
         self.names = [f"FER_{c}" for c in self.classes]
 
