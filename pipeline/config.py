@@ -411,6 +411,7 @@ class FERConfig:
             check(bool(getattr(self, name).root), f"{name}.root", getattr(self, name).root,
                   "a path to the dataset's folder (it is listed in fer.datasets)")
         check(len(set(self.datasets)) == len(self.datasets), "datasets", list(self.datasets), "no repeated dataset")
+        check(bool(self.datasets), "datasets", [], f"at least one of {', '.join(FER_DATASETS)} (the FER stages run on them)")
         check("custom" not in self.datasets or len(self.custom.classes) >= 2, "custom.classes", list(self.custom.classes),
               "at least two class names (fer.custom is listed in fer.datasets)")
         check(bool(self.init), "init", self.init, "a checkpoint path")

@@ -44,6 +44,12 @@ def test_bad_command_lines_give_one_line_and_leave_nothing_behind(tmp_path):
         ("pretrain", "--set", "pretrain.init=nope.pth"): "pretrain.init = 'nope.pth': expected '' (random init) or the path",
         ("evaluate",): "missing: run `dvc repro finetune_fmae@bp4d-1` first",
         ("synthesize", "--set", "iat.lamda=1"): "iat.lamda = 1: expected an existing key of params.yaml; did you mean iat.lambda?",
+        ("prepare_fer", "--dataset", "rafdb"): "fer.rafdb.root = 'data/raw/fer/RAF-DB/basic': expected an existing folder",
+        ("finetune_fer", "--dataset", "affectnet"): "data/fer/affectnet/index.parquet missing: prepare the dataset first",
+        ("finetune_fer",): "the following arguments are required: --dataset",
+        ("evaluate_fer",): "models/fer/rafdb/metrics.json missing: run `dvc repro finetune_fer@rafdb` first",
+        ("synthesize", "--set", "fer.datasets=[]"): "fer.datasets = []: expected at least one of rafdb, affectnet, custom",
+        ("synthesize", "--set", "fer.datasets=[custom]"): "fer.custom.root = '': expected a path",
     }
     for argv, expected in cases.items():
         line = _one_line_error(_fmae(*argv, cwd=tmp_path))
