@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 import time
 from multiprocessing import Pool
@@ -380,6 +381,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=80, help="frames rendered per task")
     ap.add_argument("--frame-step", type=int, default=4, help="keep every n-th frame")
     ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 16), help="render processes")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--layer-decay", type=float, default=0.75,
                     help="layer-wise lr decay (paper: 0.65 for ViT-L; here 0.75 learns slightly faster, see the docstring)")
@@ -393,7 +395,7 @@ def main() -> None:
     args = ap.parse_args()
     variants, folds, compare = args.variants.split(","), args.folds.split(","), args.compare_folds.split(",")
     bad = [v for v in variants if v not in ("fmae", "random", "iat")] + [f for f in folds + compare if f not in ("1", "2", "3")]
-    if bad or not 1 <= args.tasks <= 8 or min(args.faces, args.mae_steps, args.frames, args.frame_step, args.epochs) < 1:
+    if bad or not 1 <= args.tasks <= 8 or min(args.faces, args.mae_steps, args.frames, args.frame_step, args.epochs, args.workers) < 1:
         ap.error(f"--variants must name fmae, random or iat and --folds 1, 2 or 3 (got {bad}); --tasks 1-8; counts >= 1")
     variant_folds = {v: {int(f) for f in (folds if v == "fmae" else compare)} for v in variants}
     params = load_params(args.params)
@@ -401,7 +403,7 @@ def main() -> None:
     start, code = time.perf_counter(), code_version([ROOT / "pipeline", Path(__file__)])  # before any edit can land
     world = {"seed": params.synth.seed, "identity_au_strength": params.synth.identity_au_strength,
              "renderer": code_version([ROOT / "pipeline" / "synth"])["sha256"]}  # a changed renderer re-renders
-    with Pool(2, initializer=_init, initargs=(params.synth,)) as pool:
+    with Pool(args.workers, initializer=_init, initargs=(params.synth,)) as pool:
         faces = cached(args.out / "faces.npy", {**world, "faces": args.faces},
                        lambda: np.stack(pool.map(_face, range(args.faces), chunksize=64)), np.load, np.save)
         jobs = [(s, args.tasks, args.frames, args.frame_step) for s in subjects("bp4d")]

@@ -7,7 +7,7 @@ epochs of BP4D): FLOPs of one forward + backward per image by torch's ``FlopCoun
 autograd saves for the backward pass per image (activations, fp32 here; about half under bf16
 autocast), and the weights + gradients + AdamW state (16 bytes a parameter with fp32 master
 weights). GPU hours are *computed*, not measured: total FLOPs / (peak bf16 x ``--mfu``), for the
-bf16 peaks of ``pipeline/optim.py``. Measure the real figures with ``benchmarks/pretrain_step.py`` on
+bf16 peaks of ``pipeline/optim.py``. Measure the real figures with ``benchmarks/model_step.py`` on
 a GPU.
 """
 

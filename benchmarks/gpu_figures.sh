@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU figures the README reports, in one pass (about 9 minutes on one H200):
+#   1. model_step.py: bf16 img/s, counted FLOPs and MFU of MAE pretraining (ViT-B/L, decoder 512x8x16),
+#      AU finetuning with IAT (ViT-L, the paper's batch 64) and AU prediction (ViT-B/L), eager and compiled;
+#   2. the learning demo (benchmarks/learning_demo.py, default settings) end to end on the GPU,
+#      for as long as the deadline leaves.
+# Usage: benchmarks/gpu_figures.sh [OUT_DIR] [SECONDS]   (defaults: $OUT or ./gpu_figures, 560 s)
+# Each figure lands in OUT_DIR as it is made (model_step.jsonl, *.log, learning_demo/*), so a run cut
+# short still returns what it measured.
+set -u
+out=${1:-${OUT:-gpu_figures}}
+deadline=$((SECONDS + ${2:-560}))
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv | tee "$out/gpu.csv"
+$python -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.version.cuda)" \
+  | tee -a "$out/gpu.csv"
+
+step() {  # step SECONDS ARGS...: one model_step.py run, cut at SECONDS
+  local limit=$1; shift
+  echo "== model_step $*"
+  timeout "$limit" $python benchmarks/model_step.py "$@" --json "$out/model_step.jsonl" 2>&1 | tee -a "$out/model_step.log" | tail -6
+}
+step 60  --task mae --model vit_base_patch16_224 --batch 256
+step 120 --task mae --model vit_base_patch16_224 --batch 256 --compile
+step 150 --task mae --model vit_large_patch16_224 --batch 128 --compile
+step 150 --task au --model vit_large_patch16_224 --batch 64 --iat-lambda 1 --compile
+step 60  --task predict --model vit_large_patch16_224 --batch 256
+step 60  --task predict --model vit_base_patch16_224 --batch 256
+step 60  --task mae --model vit_tiny_patch16_224 --img-size 112 --decoder 128,2,4 --batch 64  # the demo's MAE
+
+left=$((deadline - SECONDS - 20))
+echo "== learning demo, $left s left"
+if [ "$left" -gt 60 ]; then
+  timeout "$left" $python benchmarks/learning_demo.py --out "$out/learning_demo" --metrics '' --figure '' \
+    2>&1 | tee "$out/learning_demo.log" | grep -v "^ *epoch" | tail -25
+  rm -f "$out"/learning_demo/*.npy "$out"/learning_demo/*.npz "$out"/learning_demo/*.pth  # too big to bring back
+fi
+$python - "$out/model_step.jsonl" <<'EOF'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+print("\n| task | model | px | batch | compiled | GFLOPs/img | img/s | TFLOP/s | MFU (datasheet) | MFU (measured matmul) | GiB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['what']} | {r['model']} | {r['img_size']} | {r['batch']} | {'yes' if r['compiled'] else 'no'} | "
+          f"{r['gflops_per_image']:.1f} | {r['img_per_s']:,.0f} | {r['tflops']:.0f} | {r['mfu_datasheet'] or 0:.1%} | "
+          f"{r['mfu_measured_peak'] or 0:.1%} | {r['peak_memory_gib'] or 0:.1f} |")
+EOF
