@@ -184,9 +184,14 @@ class SourcesConfig:
     umdfaces: SourceConfig
     laion_face: SourceConfig
     folder: SourceConfig
+    scan_workers: int = 0  # processes reading headers in parallel (0 = one per CPU)
+
+    def __post_init__(self):
+        check(self.scan_workers >= 0, "scan_workers", self.scan_workers, "an integer >= 0 (0 = one per CPU)")
 
     def enabled(self) -> dict[str, SourceConfig]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name).enabled}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), SourceConfig) and getattr(self, f.name).enabled}
 
 
 # ---------------------------------------------------------------------------------- curate
@@ -199,6 +204,7 @@ class CurateConfig:
     shard_size: int
     seed: int
     near_duplicates: bool
+    rehash_finished: bool = False  # re-hash finished shards on resume (else trusted by size + mtime)
 
     def __post_init__(self):
         check(self.max_aspect >= 1.0, "max_aspect", self.max_aspect, "a number >= 1")

@@ -74,12 +74,12 @@ def tiny_world(tmp_path_factory):
 def curated(tiny_world, tmp_path_factory):
     """(params, base) of the tiny world scanned and curated once with 2 Ray workers;
     the shards are in ``base / "face9m" / "shards"``."""
-    from pipeline.curate.scan import scan
+    from pipeline.curate.scan import scan, write_manifest
     from pipeline.curate.stage import curate
 
     _, out = tiny_world
     base = tmp_path_factory.mktemp("curated")
     params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.num_cpus": 2}))
-    scan(params).to_parquet(base / "manifest.parquet", index=False)
+    write_manifest(scan(params), base / "manifest.parquet")
     curate(params, base / "manifest.parquet", base / "face9m", base / "curation.json", base / "samples.png")
     return params, base

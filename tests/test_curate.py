@@ -373,7 +373,7 @@ def test_a_full_disk_removes_the_partial_shard_and_says_so(curated, tmp_path):
     params, base = curated
     rows = pd.read_parquet(base / "manifest.parquet").fillna({"member": "", "identity": "", "error": ""})
     rows = rows[rows.error == ""].head(8)
-    spec = ShardSpec(3, tuple(rows.to_dict("records")), "fp", str(tmp_path / "shards"), str(tmp_path / "stats"), 64, 90)
+    spec = ShardSpec(3, "fp", str(tmp_path / "shards"), str(tmp_path / "stats"), 64, 90, rows=tuple(rows.to_dict("records")))
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "face9m-000003.tar.tmp").symlink_to("/dev/full")
     with pytest.raises(OutputError, match=r"shards: cannot write face9m-000003 \(No space left on device\); shards "
@@ -421,3 +421,82 @@ def test_a_worker_killed_mid_shard_is_retried_to_the_same_bytes(world, curated, 
     assert marker.is_file()  # a worker did die half-way through shard 0
     assert _digests(tmp_path / "face9m" / "shards") == _digests(base / "face9m" / "shards")
     assert _digests(tmp_path / "face9m" / "stats") == _digests(base / "face9m" / "stats")
+
+
+def test_take_reads_rows_in_the_order_asked_across_row_groups(tmp_path):
+    from pipeline.curate.manifest import take
+    from pipeline.curate.scan import write_manifest
+
+    df = pd.DataFrame({"path": [f"p{i}" for i in range(20)], "member": [None if i % 2 else f"m{i}" for i in range(20)]})
+    write_manifest(df, tmp_path / "m.parquet", row_group=3)
+    rows = np.array([19, 0, 7, 7, 3, 12])
+    got = take(tmp_path / "m.parquet", rows, ["path", "member"])
+    assert got.path.tolist() == [f"p{i}" for i in rows]
+    assert got.member.tolist() == ["", "m0", "", "", "", "m12"]  # NULL members read as ""
+    assert take(tmp_path / "m.parquet", np.array([], dtype=np.int64), ["path"]).empty
+    with pytest.raises(IndexError, match="rows outside 0..19"):
+        take(tmp_path / "m.parquet", np.array([20]), ["path"])
+
+
+@pytest.mark.slow
+def test_same_bytes_from_many_row_groups_and_a_plan_written_in_passes(world, curated, tmp_path, monkeypatch):
+    """Tasks read their rows from row groups, and the driver writes the plan a few shards at a time:
+    neither changes a byte of the output."""
+    from pipeline.curate import plan as planning
+    from pipeline.curate.scan import write_manifest
+
+    out, _ = world
+    params, base = curated
+    write_manifest(pd.read_parquet(base / "manifest.parquet"), tmp_path / "manifest.parquet", row_group=7)
+    monkeypatch.setattr(planning, "PLAN_ROWS_IN_MEMORY", params.curate.shard_size + 1)  # one shard a pass
+    curate(params, tmp_path / "manifest.parquet", tmp_path / "face9m", tmp_path / "c.json", tmp_path / "s.png")
+    assert _digests(tmp_path / "face9m" / "shards") == _digests(base / "face9m" / "shards")
+    for name in ("sizes.json", "rejects.parquet", "plan.parquet"):
+        assert (tmp_path / "face9m" / name).read_bytes() == (base / "face9m" / name).read_bytes()
+
+
+def test_a_verified_shard_is_trusted_while_unchanged_and_rehashed_otherwise(curated, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from pipeline.curate import shards
+
+    _, base = curated
+    rows = pd.read_parquet(base / "manifest.parquet").fillna({"member": "", "identity": "", "error": ""})
+    rows = rows[rows.error == ""].head(4)
+    spec = shards.ShardSpec(1, "fp", str(tmp_path / "shards"), str(tmp_path / "stats"), 32, 90,
+                            rows=tuple(rows.to_dict("records")))
+    assert shards.write_shard(spec)["skipped"] is False
+    hashed = []
+    real = shards.file_sha256
+    monkeypatch.setattr(shards, "file_sha256", lambda p: hashed.append(p) or real(p))
+    assert shards.write_shard(spec)["skipped"] is True and hashed == []  # size + mtime as recorded: not read
+    tar = tmp_path / "shards" / "face9m-000001.tar"
+    os.utime(tar, ns=(tar.stat().st_atime_ns, tar.stat().st_mtime_ns + 10**9))  # touched (a copy, a checkout)
+    assert shards.write_shard(spec)["skipped"] is True and hashed == [tar]  # re-hashed once, still intact
+    assert shards.write_shard(spec)["skipped"] is True and hashed == [tar]  # and trusted again
+    assert shards.write_shard(replace(spec, rehash=True))["skipped"] is True and len(hashed) == 2
+    with tar.open("r+b") as fh:  # damaged, and its mtime moves with the write
+        fh.seek(600)
+        fh.write(b"\0" * 16)
+    assert shards.write_shard(spec)["skipped"] is False  # rewritten
+    assert shards.write_shard(replace(spec, fingerprint="other"))["skipped"] is False  # another plan's shard
+
+
+@pytest.mark.slow
+def test_the_parallel_scan_writes_the_same_manifest_bytes(world, curated, tmp_path):
+    """Header reads in 1 or 3 processes (the fixture's scan used one per CPU): the same manifest, caps too."""
+    from pipeline.curate.scan import write_manifest
+
+    out, _ = world
+    _, base = curated
+    cap = {"sources.laion_face": {"enabled": True, "root": str(source_root(out, "laion_face")), "max_images": 5},
+           "sources.celeba": {"enabled": True, "root": str(source_root(out, "celeba")), "max_images": 7}}
+    frames = {}
+    for workers in (1, 3):
+        frames[workers] = scan(load_params(ROOT / "params.yaml", curate_overrides(out, **{"sources.scan_workers": workers})))
+        write_manifest(frames[workers], tmp_path / f"{workers}.parquet")
+        assert (tmp_path / f"{workers}.parquet").read_bytes() == (base / "manifest.parquet").read_bytes()
+        capped = scan(load_params(ROOT / "params.yaml", curate_overrides(out, **{"sources.scan_workers": workers}, **cap)))
+        full = frames[workers]
+        for source, n in (("laion_face", 5), ("celeba", 7)):  # the first n, in order
+            assert capped.key[capped.source == source].tolist() == full.key[full.source == source].tolist()[:n]

@@ -5,6 +5,10 @@ A shard is written to ``<name>.tar.tmp`` and renamed when complete, then its sta
 SHA-256 of the tar) is written the same way. A shard whose tar and stats exist, whose stats
 carry the planned fingerprint and whose tar still hashes to the recorded SHA-256 is finished;
 anything else is rewritten. That is what lets a killed run resume with identical bytes.
+Re-hashing every finished tar on resume would read the whole output again, so a shard that was
+verified once gets a record in ``resume/<name>.json`` (its size, mtime and SHA-256, beside the DVC
+outputs, not in them): while the tar's size and mtime still match it, it is trusted without
+reading (``curate.rehash_finished: true`` re-hashes regardless).
 
 Faults: a source file that cannot be read any more (deleted or made unreadable since the scan) is
 a reject with reason ``unreadable``, listed with the others; a failed write (a full disk) removes
@@ -37,17 +41,32 @@ KILL_WORKER_ONCE = "FMAE_KILL_WORKER_ONCE"
 
 @dataclass(frozen=True)
 class ShardSpec:
+    """One shard to write. Its rows (sorted by key) are ``rows`` when given, else row group
+    ``row_group`` of the plan file ``plan`` (:func:`.plan.write_plan`): a task gets a file to read,
+    not a copy of the rows."""
+
     index: int
-    rows: tuple[dict, ...]  # manifest rows, sorted by key
     fingerprint: str
     shard_dir: str
     stats_dir: str
     image_size: int
     jpeg_quality: int
+    plan: str = ""
+    row_group: int = -1
+    rows: tuple[dict, ...] = ()
+    rehash: bool = False  # re-hash a finished tar even when its resume record matches
 
     @property
     def name(self) -> str:
         return f"face9m-{self.index:06d}"
+
+    def members(self) -> list[dict]:
+        if self.rows or not self.plan:
+            return list(self.rows)
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(self.plan).read_row_group(self.row_group)
+        return table.to_pandas().fillna({"member": "", "identity": ""}).to_dict("records")
 
 
 def file_sha256(path: Path) -> str:
@@ -56,6 +75,11 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def resume_record(shard_dir: str | Path, name: str) -> Path:
+    """Where a verified shard's size, mtime and SHA-256 are kept (beside the shards, not a DVC output)."""
+    return Path(shard_dir).parent / "resume" / f"{name}.json"
 
 
 def finished_stats(spec: ShardSpec) -> dict | None:
@@ -67,9 +91,23 @@ def finished_stats(spec: ShardSpec) -> dict | None:
         recorded = json.loads(stats.read_text())
     except json.JSONDecodeError:
         return None
-    if recorded.get("fingerprint") != spec.fingerprint or recorded.get("sha256") != file_sha256(tar):
+    if recorded.get("fingerprint") != spec.fingerprint:
         return None
+    st, record = tar.stat(), resume_record(spec.shard_dir, spec.name)
+    seen = {"fingerprint": spec.fingerprint, "sha256": recorded.get("sha256"), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        if not spec.rehash and json.loads(record.read_text()) == seen:
+            return recorded  # verified before, and the file has not changed since
+    if recorded.get("sha256") != file_sha256(tar):
+        return None
+    _remember(record, seen)
     return recorded
+
+
+def _remember(record: Path, seen: dict) -> None:
+    with contextlib.suppress(OSError):  # only a speed-up: a read-only folder means re-hashing next time
+        record.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(record, json.dumps(seen, sort_keys=True).encode())
 
 
 class RawReader:
@@ -125,6 +163,7 @@ def write_shard(spec: ShardSpec) -> dict:
     final = shard_dir / f"{spec.name}.tar"
     tmp = final.with_name(final.name + ".tmp")
     reader = RawReader()
+    rows = spec.members()
     rejected, by_source = [], {}
     sink = None
 
@@ -145,8 +184,8 @@ def write_shard(spec: ShardSpec) -> dict:
     try:
         with output():
             sink = wds.TarWriter(str(tmp), mtime=TAR_MTIME, user="face9m", group="face9m")
-        for n, row in enumerate(spec.rows):
-            if spec.index == 0 and n == len(spec.rows) // 2:
+        for n, row in enumerate(rows):
+            if spec.index == 0 and n == len(rows) // 2:
                 _maybe_kill_worker()
             try:
                 data = reader.read(row["path"], row["member"])
@@ -166,10 +205,13 @@ def write_shard(spec: ShardSpec) -> dict:
         with output():
             sink.close()
             os.replace(tmp, final)
-            stats = {"shard": final.name, "fingerprint": spec.fingerprint, "planned": len(spec.rows),
+            stats = {"shard": final.name, "fingerprint": spec.fingerprint, "planned": len(rows),
                      "samples": sum(by_source.values()), "by_source": dict(sorted(by_source.items())),
                      "rejected": rejected, "bytes": final.stat().st_size, "sha256": file_sha256(final)}
             _atomic_write(stats_dir / f"{spec.name}.json", (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
+        st = final.stat()
+        _remember(resume_record(shard_dir, spec.name),
+                  {"fingerprint": spec.fingerprint, "sha256": stats["sha256"], "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     finally:
         reader.close()
     return {**stats, "skipped": False}

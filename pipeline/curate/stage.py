@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -34,6 +36,7 @@ from ..config import MissingInput, Params, UserError
 from . import plan as planning
 from .cluster import ray_session
 from .samples import write_contact_sheet
+from .manifest import LOCATION, read_planning, take
 from .scan import MANIFEST
 from .shards import READ_ERRORS, RawReader, ShardSpec, write_shard
 
@@ -46,27 +49,29 @@ CODE = (PACKAGE / "curate", PACKAGE / "provenance.py")
 CHUNK = 1024  # most images per fingerprint task
 
 
-def _fingerprint(rows: list[dict], near: bool) -> list[tuple[str, str, int | None]]:
+def _fingerprint(manifest_path: str, rows, near: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(SHA-256 digests [n] as 32-byte strings, 64-bit difference hashes [n], which have one [n]) of
+    the manifest's ``rows``; an image gone since the scan gets an empty digest (a duplicate of nothing:
+    the shard writer rejects it as unreadable)."""
     from .images import Rejected, difference_hash
 
-    reader, out = RawReader(), []
+    where = take(Path(manifest_path), rows, LOCATION)
+    digests = np.zeros(len(where), dtype="S32")
+    dhashes, has_dhash = np.zeros(len(where), dtype=np.int64), np.zeros(len(where), dtype=bool)
+    reader = RawReader()
     try:
-        for row in rows:
+        for i, (path, member) in enumerate(zip(where.path, where.member)):
             try:
-                data = reader.read(row["path"], row["member"])
-            except READ_ERRORS:  # gone since the scan: a duplicate of nothing; the shard writer rejects it
-                out.append((row["key"], f"unreadable:{row['key']}", None))
+                data = reader.read(path, member)
+            except READ_ERRORS:
                 continue
-            dh = None
+            digests[i] = hashlib.sha256(data).digest()
             if near:
-                try:
-                    dh = difference_hash(data)
-                except (Rejected, OSError, SyntaxError, ValueError):
-                    dh = None  # undecodable: the shard writer will reject it with its reason
-            out.append((row["key"], hashlib.sha256(data).hexdigest(), dh))
+                with contextlib.suppress(Rejected, OSError, SyntaxError, ValueError):  # undecodable: rejected later
+                    dhashes[i], has_dhash[i] = np.uint64(difference_hash(data)).view(np.int64), True
     finally:
         reader.close()
-    return out
+    return digests, dhashes, has_dhash
 
 
 # Fault injection for the resume tests: the driver SIGKILLs itself once this many shards are
@@ -127,62 +132,74 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     cfg = params.curate
     if not Path(manifest_path).is_file():
         raise MissingInput(f"{manifest_path} missing: run `fmae scan` (or `dvc repro scan`) first")
-    manifest = pd.read_parquet(manifest_path).fillna({"member": "", "identity": "", "error": ""})
-    readable = manifest[manifest.error == ""]
+    frame = read_planning(manifest_path)
+    readable = (frame.error == "").to_numpy()
     # only an image that shares its byte size with another can be an exact duplicate; the
     # difference hash of near-duplicates needs every image decoded
-    suspects = readable["size"].duplicated(keep=False) | cfg.near_duplicates
-    records = readable[suspects].to_dict("records")
+    sizes = frame["size"].to_numpy()
+    shared = pd.Series(sizes).duplicated(keep=False).to_numpy() & readable
+    suspects = np.flatnonzero(readable if cfg.near_duplicates else shared)
     log.info("fingerprint: %d of %d readable images share their byte size with another and are hashed",
-             len(records), len(readable))
+             int(shared.sum()), int(readable.sum()))
     out.mkdir(parents=True, exist_ok=True)
     clock = _PhaseClock()
     nodes: Counter = Counter()
     with ray_session(params.ray) as ray:
         clock.lap("ray start")
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        step = min(CHUNK, max(32, -(-len(records) // (4 * cpus))))  # >= 4 tasks per CPU for balance
-        chunks = [records[i:i + step] for i in range(0, len(records), step)]
-        prints = _run_tasks(ray, _fingerprint, [(c, cfg.near_duplicates) for c in chunks], "fingerprint", "img",
-                            [len(c) for c in chunks], nodes=nodes)
-        prints = [p for chunk in prints for p in chunk]
-        sha = pd.Series({k: s for k, s, _ in prints} | {k: f"unique-size:{k}" for k in readable.key[~suspects]},
-                        dtype=object)
-        dh = pd.Series({k: d for k, _, d in prints if d is not None}, dtype=object) if cfg.near_duplicates else None
+        step = min(CHUNK, max(32, -(-len(suspects) // (4 * cpus))))  # >= 4 tasks per CPU for balance
+        chunks = [suspects[i:i + step] for i in range(0, len(suspects), step)]
+        prints = _run_tasks(ray, _fingerprint, [(str(manifest_path), c, cfg.near_duplicates) for c in chunks],
+                            "fingerprint", "img", [len(c) for c in chunks], nodes=nodes)
+        # exact-duplicate groups: equal digests share an id; every other row is a group of its own
+        content = np.arange(len(frame), dtype=np.int64) + len(frame)
+        near = (pd.arrays.IntegerArray(np.zeros(len(frame), dtype=np.int64), np.ones(len(frame), dtype=bool))
+                if cfg.near_duplicates else None)  # NA: no difference hash
+        if chunks:
+            digests = np.concatenate([p[0] for p in prints])
+            hashed = np.concatenate(chunks)
+            exact = shared[hashed] & (digests != b"")  # near-only rows and vanished files: no exact group
+            content[hashed[exact]] = np.unique(digests[exact], return_inverse=True)[1]
+            if near is not None:
+                has = np.concatenate([p[2] for p in prints])
+                near[hashed[has]] = np.concatenate([p[1] for p in prints])[has]
+        del prints
         clock.lap("fingerprint")
-        kept, rejects, pairs = planning.apply_filters(manifest, cfg, sha, dh)
+        kept, rejects, pairs = planning.decide(frame, cfg, content, near)
         planned = planning.plan_shards(kept, cfg)
-        specs = []
-        for index, rows in planned.groupby("shard", sort=True):
-            rows = rows.drop(columns="shard")
-            specs.append(ShardSpec(int(index), tuple(rows.to_dict("records")), planning.shard_fingerprint(rows, cfg),
-                                   str(out / "shards"), str(out / "stats"), cfg.image_size, cfg.jpeg_quality))
+        plan_path = out / "plan.parquet"
+        written = planning.write_plan(manifest_path, planned, cfg, plan_path)
+        specs = [ShardSpec(index, fingerprint, str(out / "shards"), str(out / "stats"), cfg.image_size,
+                           cfg.jpeg_quality, plan=str(plan_path), row_group=group, rehash=cfg.rehash_finished)
+                 for group, (index, _, fingerprint) in enumerate(written)]
         _remove_stale(out, {s.name for s in specs})
         clock.lap("plan")
         kill_after = int(os.environ[KILL_AFTER_SHARDS]) if os.environ.get(KILL_AFTER_SHARDS) else None
-        stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [len(s.rows) for s in specs],
+        stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [n for _, n, _ in written],
                            kill_after, nodes)
         clock.lap("shards")
     decode_rejects = pd.DataFrame(
         [{**r, "duplicate_of": ""} for st in stats for r in st["rejected"]], columns=["key", "reason", "detail", "duplicate_of"])
     if len(decode_rejects):
-        decode_rejects = decode_rejects.merge(manifest[["key", "source", "path", "member"]], on="key")
-        rejects = pd.concat([rejects, decode_rejects[planning.REJECT_COLUMNS]], ignore_index=True)
+        decode_rejects = decode_rejects.merge(planned[["key", "source", "row"]].astype({"key": str, "source": str}),
+                                              on="key")
+        rejects = pd.concat([rejects, decode_rejects[rejects.columns]], ignore_index=True)
     rejects = rejects.sort_values(["source", "key"]).reset_index(drop=True)
+    rejects = pd.concat([rejects, take(manifest_path, rejects.row.to_numpy(), LOCATION)], axis=1)[planning.REJECT_COLUMNS]
     gone = int((rejects.reason == "unreadable").sum())
     if gone:
         log.warning("%d image(s) listed by the scan could not be read any more (reason 'unreadable' in %s); "
                     "re-run `fmae scan` if the sources changed", gone, out / "rejects.parquet")
     rejects.to_parquet(out / "rejects.parquet", index=False)
-    planned[["key", "source", "shard"]].to_parquet(out / "plan.parquet", index=False)
     sizes = {st["shard"]: st["samples"] for st in stats}
     (out / "sizes.json").write_text(json.dumps(sizes, indent=1, sort_keys=True) + "\n")
-    metrics = _metrics(manifest, rejects, pairs)
+    metrics = _metrics(frame, rejects, pairs)
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
     provenance.write(out / "provenance.json", "curate", params.to_dict(), CODE)
     failed = set(decode_rejects.key) if len(decode_rejects) else set()
-    write_contact_sheet(out / "shards", planned.loc[~planned.key.isin(failed), ["key", "source", "shard"]],
+    write_contact_sheet(out / "shards", planned.loc[~planned.key.isin(failed), ["key", "source", "shard"]].astype(
+                            {"key": str, "source": str}),
                         Path(samples_path), seed=cfg.seed)
     clock.lap("reports")
     log.info("curate phases (s): %s", clock)
@@ -205,7 +222,8 @@ class _PhaseClock:
 
 def _remove_stale(out: Path, names: set[str]) -> None:
     """Drop shards and stats that are not in this plan (a smaller plan, an interrupted write)."""
-    for folder, suffixes in ((out / "shards", (".tar", ".tar.tmp")), (out / "stats", (".json", ".json.tmp"))):
+    for folder, suffixes in ((out / "shards", (".tar", ".tar.tmp")), (out / "stats", (".json", ".json.tmp")),
+                             (out / "resume", (".json", ".json.tmp"))):
         if not folder.is_dir():
             continue
         for path in folder.iterdir():

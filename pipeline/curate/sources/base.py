@@ -30,6 +30,39 @@ class Record:
     error: str  # "" or the reason the header could not be read (empty, not_an_image, corrupt)
 
 
+@dataclass(frozen=True)
+class FileJob:
+    """The header read of one file, to run wherever: ``job()`` -> its records. Readers list jobs
+    (cheap: names from a directory walk or a metadata file), the scan runs them in parallel."""
+
+    source: str
+    root: Path
+    rel: str
+    identity: str = ""
+    crop: tuple[float, float, float, float] | None = None
+
+    def __call__(self) -> list[Record]:
+        return [file_record(self.source, self.root, self.rel, self.identity, self.crop)]
+
+
+@dataclass(frozen=True)
+class TarJob:
+    """Every image member of one tar (sorted by name), as records."""
+
+    source: str
+    tar_path: Path
+    rel_tar: str
+
+    def __call__(self) -> list[Record]:
+        import tarfile
+
+        with tarfile.open(self.tar_path) as tar:
+            members = sorted((m for m in tar.getmembers()
+                              if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTENSIONS), key=lambda m: m.name)
+            return [member_record(self.source, self.tar_path, self.rel_tar, m.name, tar.extractfile(m).read())
+                    for m in members]
+
+
 def make_key(source: str, relpath: str) -> str:
     """``<source>-<16 hex digits of SHA-1(relpath)>``: stable as files come and go."""
     return f"{source}-{hashlib.sha1(relpath.encode()).hexdigest()[:16]}"

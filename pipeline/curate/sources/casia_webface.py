@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from .base import file_record, walk_images
+from .base import FileJob, walk_images
 
 
 def read(root: Path):
     for rel in walk_images(root, "*/*"):
-        yield file_record("casia_webface", root, rel, rel.split("/")[0])
+        yield FileJob("casia_webface", root, rel, rel.split("/")[0])

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from .base import file_record, read_lines, walk_images
+from .base import FileJob, read_lines, walk_images
 
 
 def read(root: Path):
     identity = dict(line.split()[:2] for line in read_lines(root / "identity_CelebA.txt"))
     for rel in walk_images(root, "img_align_celeba/*"):
-        yield file_record("celeba", root, rel, identity.get(rel.rsplit("/", 1)[1], ""))
+        yield FileJob("celeba", root, rel, identity.get(rel.rsplit("/", 1)[1], ""))

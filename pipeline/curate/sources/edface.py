@@ -3,9 +3,9 @@
 
 from pathlib import Path
 
-from .base import file_record, walk_images
+from .base import FileJob, walk_images
 
 
 def read(root: Path):
     for rel in walk_images(root, "HR/**/*"):
-        yield file_record("edface", root, rel)
+        yield FileJob("edface", root, rel)

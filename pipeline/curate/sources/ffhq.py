@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from .base import file_record, walk_images
+from .base import FileJob, walk_images
 
 
 def read(root: Path):
     for rel in walk_images(root, "images1024x1024/*/*.png"):
-        yield file_record("ffhq", root, rel)
+        yield FileJob("ffhq", root, rel)

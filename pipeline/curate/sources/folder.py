@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from .base import file_record, walk_images
+from .base import FileJob, walk_images
 
 
 def read(root: Path):
     for rel in walk_images(root, "**/*"):
-        yield file_record("folder", root, rel)
+        yield FileJob("folder", root, rel)

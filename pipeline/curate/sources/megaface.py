@@ -3,9 +3,9 @@ not needed). The identity is the folder; names hold '@' and dots, hence the re-k
 
 from pathlib import Path
 
-from .base import file_record, walk_images
+from .base import FileJob, walk_images
 
 
 def read(root: Path):
     for rel in walk_images(root, "*/*"):
-        yield file_record("megaface", root, rel, rel.split("/")[0])
+        yield FileJob("megaface", root, rel, rel.split("/")[0])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...config import MissingInput
-from .base import file_record
+from .base import FileJob
 
 
 def read(root: Path):
@@ -19,4 +19,4 @@ def read(root: Path):
         boxes = pd.read_csv(csv, usecols=["SUBJECT_ID", "FILE", "FACE_X", "FACE_Y", "FACE_WIDTH", "FACE_HEIGHT"])
         for row in boxes.sort_values("FILE").itertuples(index=False):
             crop = (float(row.FACE_X), float(row.FACE_Y), float(row.FACE_WIDTH), float(row.FACE_HEIGHT))
-            yield file_record("umdfaces", root, f"{batch}/{row.FILE}", str(row.SUBJECT_ID), crop)
+            yield FileJob("umdfaces", root, f"{batch}/{row.FILE}", str(row.SUBJECT_ID), crop)

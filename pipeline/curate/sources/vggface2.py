@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from .base import file_record, walk_images
+from .base import FileJob, walk_images
 
 
 def read(root: Path):
     for split in ("train", "test"):
         for rel in walk_images(root, f"{split}/*/*"):
-            yield file_record("vggface2", root, rel, rel.split("/")[1])
+            yield FileJob("vggface2", root, rel, rel.split("/")[1])
