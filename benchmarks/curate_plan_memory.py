@@ -5,8 +5,9 @@ and 3 GB of disk on 2 cores). It writes a synthetic manifest of ``--rows`` rows 
 columns and realistic strings (eight sources, paths of ~60 characters, 2% size collisions of which half
 are exact duplicates, 1% unreadable headers, 3% too wide), in row groups as the scan writes them,
 then runs the curate stage's driver work on it exactly as the stage does, minus the image I/O: read
-the planning columns, de-duplicate with faked fingerprints (the digests' group ids), filter, plan the
-shards and write the plan file with the writer's columns, and gather the rejects' paths. It prints
+the planning columns (keys as ranks), de-duplicate with faked fingerprints (the digests' group ids),
+filter, plan the shards, write the plan file with the writer's columns, and describe the rejects
+(keys, paths, the keys they duplicate). It prints
 each phase's time and the process's peak resident memory (the generator runs in a child process, so
 its memory is not counted). Target (issue 17): <= 2 GiB at 10M rows.
 """
@@ -14,6 +15,7 @@ its memory is not counted). Target (issue 17): <= 2 GiB at 10M rows.
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import subprocess
 import sys
@@ -30,7 +32,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import load_params  # noqa: E402
 from pipeline.curate import plan as planning  # noqa: E402
-from pipeline.curate.manifest import LOCATION, ROW_GROUP, read_planning, take  # noqa: E402
+from pipeline.curate.manifest import ROW_GROUP, read_planning, take  # noqa: E402
 from pipeline.curate.scan import COLUMNS  # noqa: E402
 
 SOURCES = ["laion_face", "vggface2", "celeba", "casia_webface", "megaface", "ffhq", "umdfaces", "edface"]
@@ -110,13 +112,13 @@ def main() -> None:
         planned = planning.plan_shards(kept, cfg)
         laps["plan shards"] = (time.perf_counter() - t, peak_gib())
         t = time.perf_counter()
-        written = planning.write_plan(manifest, planned, cfg, Path(tmp) / "plan.parquet")
+        lookup = functools.partial(take, manifest)
+        written = planning.write_plan(planned, lookup, cfg, Path(tmp) / "plan.parquet")
         laps["write plan file"] = (time.perf_counter() - t, peak_gib())
         t = time.perf_counter()
-        rejects = rejects.sort_values(["source", "key"]).reset_index(drop=True)
-        where = take(manifest, rejects.row.to_numpy(), LOCATION)
+        rejects = planning.describe_rejects(rejects, lookup)
         laps["rejects' paths"] = (time.perf_counter() - t, peak_gib())
-        print(f"kept {len(kept):,}, rejected {len(rejects):,} ({len(where):,} paths), {len(written):,} shards of "
+        print(f"kept {len(kept):,}, rejected {len(rejects):,} (with keys and paths), {len(written):,} shards of "
               f"{args.shard_size:,}; plan file {(Path(tmp) / 'plan.parquet').stat().st_size / 2**20:,.0f} MiB")
         for name, (seconds, peak) in laps.items():
             print(f"  {name:<24} {seconds:7.1f} s   peak RSS so far {peak:5.2f} GiB")

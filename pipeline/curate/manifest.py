@@ -13,33 +13,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROW_GROUP = 8192  # rows per Parquet row group of the manifest: a task reads whole groups
-PLANNING = ["key", "source", "size", "width", "height", "error"]  # what the driver decides from
+PLANNING = ["key", "source", "size", "width", "height", "error"]  # what the driver decides from (keys as ranks)
 LOCATION = ["path", "member"]  # where a row's bytes are
-PANDAS_3 = int(pd.__version__.split(".")[0]) >= 3
 FILLS = {"member": "", "identity": "", "error": ""}  # NULLs of older manifests
 
 
 def read_planning(path: Path) -> pd.DataFrame:
-    """The :data:`PLANNING` columns with a ``row`` column (the row's position in the manifest): keys
-    as Arrow-backed strings (no object per row), source and error as categoricals, sizes as int32
-    where they fit. About 40 bytes a row at Face9M's key length."""
-    table = pq.read_table(path, columns=PLANNING, read_dictionary=["source", "error"])
-    df = table.to_pandas(types_mapper=None if PANDAS_3 else _arrow_strings, self_destruct=True, split_blocks=True)
-    del table
-    if "" not in df["error"].cat.categories:
-        df["error"] = df["error"].cat.add_categories([""])
-    df["error"] = df["error"].fillna("")
-    for col in ("width", "height"):
-        df[col] = df[col].astype(np.int32)
-    df["row"] = np.arange(len(df), dtype=np.int64)
+    """What the driver decides from, with no string per row: ``row`` (position in the manifest),
+    ``rank`` (the key's position in sorted key order: keys themselves are looked up by row only
+    where needed), ``source`` and ``error`` as categoricals, ``size``, and ``width``/``height`` as
+    int32. About 30 bytes a row; columns are read one at a time, so the peak stays near that."""
+    parquet = pq.ParquetFile(path)
+    keys = parquet.read(columns=["key"]).column("key")
+    order = pc.sort_indices(keys).to_numpy()
+    del keys
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    del order
+    df = pd.DataFrame({"row": np.arange(len(rank), dtype=np.int64), "rank": rank})
+    del rank
+    for col in ("source", "error"):
+        codes = parquet.read(columns=[col], use_pandas_metadata=False).column(col).dictionary_encode().combine_chunks()
+        df[col] = pd.Categorical.from_codes(codes.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32),
+                                            codes.dictionary.to_pylist())
+    df["error"] = df["error"].cat.add_categories([""]).fillna("") if "" not in df["error"].cat.categories \
+        else df["error"].fillna("")
+    for col, dtype in (("size", np.int64), ("width", np.int32), ("height", np.int32)):
+        df[col] = parquet.read(columns=[col]).column(col).to_numpy().astype(dtype, copy=False)
     return df
-
-
-def _arrow_strings(dtype: pa.DataType):
-    return pd.StringDtype("pyarrow") if dtype in (pa.string(), pa.large_string()) else None
 
 
 def take(path: Path, rows: np.ndarray, columns: list[str]) -> pd.DataFrame:

@@ -18,17 +18,18 @@ TILE = 96
 
 
 def pick_samples(written: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Up to :data:`PER_SOURCE` random rows (key, source, shard) per source, seeded."""
+    """Up to :data:`PER_SOURCE` random rows per source, seeded, of ``written`` (rank, source, shard
+    of every sample in the shards; ``rank`` orders the keys), sources in name order."""
     rng = np.random.default_rng(seed)
     picks = []
-    for _, group in written.sort_values("key").groupby("source", sort=True):
+    for source in sorted(set(pd.unique(written.source))):
+        group = written[written.source == source].sort_values("rank")
         picks.append(group.iloc[np.sort(rng.choice(len(group), size=min(PER_SOURCE, len(group)), replace=False))])
     return pd.concat(picks) if picks else written.iloc[:0]
 
 
-def write_contact_sheet(shard_dir: Path, written: pd.DataFrame, out: Path, seed: int = 0) -> None:
-    """``written``: key, source and shard of every sample actually in the shards."""
-    picks = pick_samples(written, seed)
+def write_contact_sheet(shard_dir: Path, picks: pd.DataFrame, out: Path) -> None:
+    """One row of tiles per source: ``picks`` (key, source, shard) from :func:`pick_samples`."""
     images: dict[str, np.ndarray] = {}
     for shard, group in picks.groupby("shard", sort=True):
         with tarfile.open(Path(shard_dir) / f"face9m-{int(shard):06d}.tar") as tar:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -29,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .. import provenance
 from ..config import MissingInput, Params, UserError
 from . import plan as planning
 from .cluster import ray_session
-from .samples import write_contact_sheet
+from .samples import pick_samples, write_contact_sheet
 from .manifest import LOCATION, read_planning, take
 from .scan import MANIFEST
 from .shards import READ_ERRORS, RawReader, ShardSpec, write_shard
@@ -133,6 +135,7 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     if not Path(manifest_path).is_file():
         raise MissingInput(f"{manifest_path} missing: run `fmae scan` (or `dvc repro scan`) first")
     frame = read_planning(manifest_path)
+    lookup = functools.partial(take, Path(manifest_path))  # (rows, columns) -> those manifest rows
     readable = (frame.error == "").to_numpy()
     # only an image that shares its byte size with another can be an exact duplicate; the
     # difference hash of near-duplicates needs every image decoded
@@ -166,9 +169,11 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
         del prints
         clock.lap("fingerprint")
         kept, rejects, pairs = planning.decide(frame, cfg, content, near)
+        del content, near
         planned = planning.plan_shards(kept, cfg)
+        del kept
         plan_path = out / "plan.parquet"
-        written = planning.write_plan(manifest_path, planned, cfg, plan_path)
+        written = planning.write_plan(planned, lookup, cfg, plan_path)
         specs = [ShardSpec(index, fingerprint, str(out / "shards"), str(out / "stats"), cfg.image_size,
                            cfg.jpeg_quality, plan=str(plan_path), row_group=group, rehash=cfg.rehash_finished)
                  for group, (index, _, fingerprint) in enumerate(written)]
@@ -178,14 +183,15 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
         stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [n for _, n, _ in written],
                            kill_after, nodes)
         clock.lap("shards")
-    decode_rejects = pd.DataFrame(
-        [{**r, "duplicate_of": ""} for st in stats for r in st["rejected"]], columns=["key", "reason", "detail", "duplicate_of"])
-    if len(decode_rejects):
-        decode_rejects = decode_rejects.merge(planned[["key", "source", "row"]].astype({"key": str, "source": str}),
-                                              on="key")
-        rejects = pd.concat([rejects, decode_rejects[rejects.columns]], ignore_index=True)
-    rejects = rejects.sort_values(["source", "key"]).reset_index(drop=True)
-    rejects = pd.concat([rejects, take(manifest_path, rejects.row.to_numpy(), LOCATION)], axis=1)[planning.REJECT_COLUMNS]
+    failed = [r for st in stats for r in st["rejected"]]  # images the writer could not use: key, reason, detail
+    if failed:
+        where = pq.read_table(plan_path, columns=["key", "row"], filters=[("key", "in", [r["key"] for r in failed])])
+        row_of = dict(zip(where.column("key").to_pylist(), where.column("row").to_pylist()))
+        rejects = pd.concat([rejects, pd.DataFrame({"row": [row_of[r["key"]] for r in failed],
+                                                    "reason": [r["reason"] for r in failed],
+                                                    "detail": [r["detail"] for r in failed], "duplicate_row": -1})],
+                            ignore_index=True)
+    rejects = planning.describe_rejects(rejects, lookup)
     gone = int((rejects.reason == "unreadable").sum())
     if gone:
         log.warning("%d image(s) listed by the scan could not be read any more (reason 'unreadable' in %s); "
@@ -197,10 +203,10 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
     provenance.write(out / "provenance.json", "curate", params.to_dict(), CODE)
-    failed = set(decode_rejects.key) if len(decode_rejects) else set()
-    write_contact_sheet(out / "shards", planned.loc[~planned.key.isin(failed), ["key", "source", "shard"]].astype(
-                            {"key": str, "source": str}),
-                        Path(samples_path), seed=cfg.seed)
+    in_shards = planned[~planned.row.isin([row_of[r["key"]] for r in failed])] if failed else planned
+    picks = pick_samples(in_shards, cfg.seed)
+    picks = picks.assign(key=lookup(picks.row.to_numpy(), ["key"]).key.to_numpy(), source=picks.source.astype(str))
+    write_contact_sheet(out / "shards", picks, Path(samples_path))
     clock.lap("reports")
     log.info("curate phases (s): %s", clock)
     log.info("Ray tasks per node: %s", ", ".join(f"{node[:8]} {n}" for node, n in sorted(nodes.items())))
@@ -232,14 +238,15 @@ def _remove_stale(out: Path, names: set[str]) -> None:
                 path.unlink()
 
 
-def _metrics(manifest: pd.DataFrame, rejects: pd.DataFrame, pairs: dict[str, int]) -> dict:
+def _metrics(frame: pd.DataFrame, rejects: pd.DataFrame, pairs: dict[str, int]) -> dict:
     per_source = {}
     reasons = sorted(set(rejects.reason))
-    for source, group in manifest.groupby("source", sort=False):
+    scanned = frame.source.value_counts()
+    for source in pd.unique(frame.source):  # in manifest order
         dropped = rejects[rejects.source == source].reason.value_counts()
-        per_source[source] = {"scanned": int(len(group)), "kept": int(len(group) - dropped.sum()),
+        per_source[source] = {"scanned": int(scanned[source]), "kept": int(scanned[source] - dropped.sum()),
                               "dropped": {r: int(dropped.get(r, 0)) for r in reasons}}
-    total = {"scanned": int(len(manifest)), "kept": int(len(manifest) - len(rejects)), "dropped": int(len(rejects))}
+    total = {"scanned": int(len(frame)), "kept": int(len(frame) - len(rejects)), "dropped": int(len(rejects))}
     return {"total": total, "sources": per_source, "near_duplicate_pairs": pairs}
 
 
