@@ -31,57 +31,78 @@ COLUMNS = ["key", "source", "path", "member", "size", "sig", "width", "height", 
            "crop_x", "crop_y", "crop_w", "crop_h", "error"]
 
 
-WINDOW = 65_536  # jobs handed to the pool at a time: bounded memory, order kept
+BATCH = 256  # header reads per task: the pool's per-task overhead is paid once per batch
 
 
-def scan(params: Params) -> pd.DataFrame:
+def scan_blocks(params: Params, block: int = ROW_GROUP) -> Iterator[pd.DataFrame]:
+    """The manifest in blocks of ``block`` rows (the last one shorter), in the sources' stable order.
+
+    Header reads are file opens: on a shared filesystem their latency, not the CPU, is the limit, so
+    they run in ``sources.scan_workers`` processes, :data:`BATCH` files a task, in order, so the
+    manifest's bytes do not depend on the number of workers; the driver holds one block at a time."""
     enabled = params.sources.enabled()
     if not enabled:
         raise ValueError("params.yaml: sources: no source is enabled (set sources.<name>.enabled: true)")
     for name, src in enabled.items():  # every root checked before any work
         require_dir(src.root, f"sources.{name}.root")
     workers = params.sources.scan_workers or os.cpu_count() or 1
-    rows = []
+    pending: list[tuple] = []
     with contextlib.ExitStack() as stack, tqdm(desc="scan", unit="img", mininterval=1.0) as bar:
-        # header reads are file opens: on a shared filesystem their latency, not the CPU, is the limit,
-        # so they run in ``workers`` processes, in order (imap), so the manifest's bytes do not depend on it
         pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers)) if workers > 1 else None
         for name, src in enabled.items():
-            before = len(rows)
+            count = 0
             try:
-                for records in _run(pool, workers, source_jobs(name, src.root)):
-                    for rec in records:
-                        if src.max_images and len(rows) - before >= src.max_images:
-                            break
-                        crop = rec.crop or (float("nan"),) * 4
-                        rows.append((rec.key, rec.source, rec.path, rec.member, rec.size, rec.sig, rec.width,
-                                     rec.height, rec.identity, *crop, rec.error))
-                        bar.update()
-                    if src.max_images and len(rows) - before >= src.max_images:
+                for rows in _run(pool, source_jobs(name, src.root)):
+                    if src.max_images:
+                        rows = rows[:src.max_images - count]
+                    pending += rows
+                    count += len(rows)
+                    bar.update(len(rows))
+                    while len(pending) >= block:
+                        yield pd.DataFrame(pending[:block], columns=COLUMNS)
+                        del pending[:block]
+                    if src.max_images and count >= src.max_images:
                         break
             except FileNotFoundError as err:
                 raise MissingInput(f"sources.{name}.root = {src.root!r}: {err}") from None
-            if len(rows) == before:
+            if count == 0:
                 log.warning("sources.%s.root = %r holds no images for the %s reader", name, src.root, name)
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    dupes = df.key[df.key.duplicated()]
-    if len(dupes):
-        raise RuntimeError(f"duplicate manifest keys (two sources share a root?): {list(dupes[:5])}")
+    if pending:
+        yield pd.DataFrame(pending, columns=COLUMNS)
+
+
+def scan(params: Params) -> pd.DataFrame:
+    """The whole manifest in memory (small worlds, tests); :func:`run` streams it to the file."""
+    blocks = list(scan_blocks(params))
+    df = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(columns=COLUMNS)
+    _check_keys(df.key)
     return df
 
 
-def _call(job):
-    return job()
+def _check_keys(keys) -> None:
+    keys = pd.Series(keys)
+    dupes = keys[keys.duplicated()]
+    if len(dupes):
+        raise RuntimeError(f"duplicate manifest keys (two sources share a root?): {list(dupes[:5])}")
 
 
-def _run(pool, workers: int, jobs: Iterable) -> Iterator[list]:
-    """Each job's records, in the jobs' order: in ``pool`` a window of jobs at a time, or here."""
-    if pool is None:
-        yield from map(_call, jobs)
-        return
-    jobs = iter(jobs)
-    while window := list(itertools.islice(jobs, WINDOW)):
-        yield from pool.imap(_call, window, chunksize=max(1, min(64, len(window) // (8 * workers))))
+def _rows(jobs: list) -> list[tuple]:
+    """The manifest rows of a batch of jobs (run in a worker: plain tuples travel back cheaply)."""
+    out = []
+    for job in jobs:
+        for rec in job():
+            crop = rec.crop or (float("nan"),) * 4
+            out.append((rec.key, rec.source, rec.path, rec.member, rec.size, rec.sig, rec.width, rec.height,
+                        rec.identity, *crop, rec.error))
+    return out
+
+
+def _run(pool, jobs: Iterable) -> Iterator[list[tuple]]:
+    """Rows of the jobs in batches of :data:`BATCH`, in the jobs' order, in ``pool`` or here. The
+    pool's feeder thread lists the jobs while the workers read headers; it blocks when the pipe to
+    the workers is full, so only a few batches are ever listed ahead."""
+    batches = iter(lambda it=iter(jobs): list(itertools.islice(it, BATCH)), [])
+    yield from (map(_rows, batches) if pool is None else pool.imap(_rows, batches))
 
 
 def write_manifest(df: pd.DataFrame, path: Path, row_group: int = ROW_GROUP) -> None:
@@ -89,9 +110,40 @@ def write_manifest(df: pd.DataFrame, path: Path, row_group: int = ROW_GROUP) -> 
     df.to_parquet(path, index=False, row_group_size=row_group)
 
 
+def stream_manifest(blocks: Iterable[pd.DataFrame], path: Path) -> int:
+    """Write ``blocks`` (each a row group) as one Parquet file, the same bytes as :func:`write_manifest`
+    of their concatenation; checks that the keys are unique. Returns the number of rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(path.name + ".tmp")
+    writer, rows = None, 0
+    try:
+        for df in blocks:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            writer = writer or pq.ParquetWriter(str(tmp), table.schema)
+            writer.write_table(table, row_group_size=len(df))
+            rows += len(df)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        write_manifest(pd.DataFrame(columns=COLUMNS), tmp)
+    _check_keys(pq.read_table(tmp, columns=["key"]).column("key").to_pandas())
+    os.replace(tmp, path)
+    return rows
+
+
 def run(params: Params) -> None:
-    df = scan(params)
     MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(df, MANIFEST)
-    counts = df.groupby("source", sort=False).size().to_dict()
-    print(f"scan: {len(df)} images in {MANIFEST} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    stream_manifest(scan_blocks(params), MANIFEST)
+    counts = pq_counts(MANIFEST)
+    print(f"scan: {sum(counts.values())} images in {MANIFEST} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+
+
+def pq_counts(path: Path) -> dict[str, int]:
+    """Images per source in a manifest file, in the manifest's order."""
+    import pyarrow.parquet as pq
+
+    source = pq.read_table(path, columns=["source"]).column("source").to_pandas()
+    return source.value_counts(sort=False).reindex(pd.unique(source)).to_dict()

@@ -42,7 +42,10 @@ class FileJob:
     crop: tuple[float, float, float, float] | None = None
 
     def __call__(self) -> list[Record]:
-        return [file_record(self.source, self.root, self.rel, self.identity, self.crop)]
+        try:
+            return [file_record(self.source, self.root, self.rel, self.identity, self.crop)]
+        except IsADirectoryError:  # a folder named like an image (the walk does not stat: see walk_images)
+            return []
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,11 @@ def member_record(source: str, tar_path: Path, rel_tar: str, member: str, data: 
 
 
 def walk_images(root: Path, pattern: str = "**/*") -> Iterator[str]:
-    """Relative paths of image files under ``root`` matching ``pattern``, sorted."""
+    """Relative paths under ``root`` matching ``pattern`` with an image extension, sorted. Names only:
+    no stat per file here (on a shared filesystem that is the latency the scan's workers overlap);
+    a folder with an image's name is dropped by its :class:`FileJob`."""
     for path in sorted(root.glob(pattern)):
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
             yield path.relative_to(root).as_posix()
 
 
