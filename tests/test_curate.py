@@ -293,8 +293,9 @@ def test_curation_on_a_ray_cluster_runs_on_the_other_nodes_and_gives_the_local_b
         assert (tmp_path / "face9m" / name).read_bytes() == (base / "face9m" / name).read_bytes()
 
 
-def test_only_images_of_a_shared_size_are_hashed_and_the_duplicates_are_the_same(world, curated):
-    """Hashing just the size collisions finds exactly the duplicates that hashing every image finds."""
+def test_only_images_sharing_size_and_signature_are_hashed_and_the_duplicates_are_the_same(world, curated):
+    """Hashing just the (size, scan signature) collisions finds exactly the duplicates that hashing
+    every image finds."""
     from pipeline.curate.plan import apply_filters
     from pipeline.curate.shards import RawReader
 
@@ -310,7 +311,8 @@ def test_only_images_of_a_shared_size_are_hashed_and_the_duplicates_are_the_same
     dup = want[want.reason == "duplicate"]
     assert len(dup) > 0  # the world's duplicate flaws
     assert dup.set_index("key").duplicate_of.to_dict() == got[got.reason == "duplicate"].set_index("key").duplicate_of.to_dict()
-    assert readable["size"].duplicated(keep=False).sum() < len(readable) / 2  # so most images are not hashed at all
+    suspects = readable[["size", "sig"]].duplicated(keep=False).sum()
+    assert len(dup) <= suspects < len(readable) / 4  # so most images are not hashed at all
 
 
 def _square(x: int) -> int:

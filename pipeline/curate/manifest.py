@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROW_GROUP = 8192  # rows per Parquet row group of the manifest: a task reads whole groups
-PLANNING = ["key", "source", "size", "width", "height", "error"]  # what the driver decides from (keys as ranks)
+PLANNING = ["key", "source", "size", "sig", "width", "height", "error"]  # what the driver decides from (keys as ranks)
 LOCATION = ["path", "member"]  # where a row's bytes are
 FILLS = {"member": "", "identity": "", "error": ""}  # NULLs of older manifests
 
@@ -25,8 +25,8 @@ FILLS = {"member": "", "identity": "", "error": ""}  # NULLs of older manifests
 def read_planning(path: Path) -> pd.DataFrame:
     """What the driver decides from, with no string per row: ``row`` (position in the manifest),
     ``rank`` (the key's position in sorted key order: keys themselves are looked up by row only
-    where needed), ``source`` and ``error`` as categoricals, ``size``, and ``width``/``height`` as
-    int32. About 30 bytes a row; columns are read one at a time, so the peak stays near that."""
+    where needed), ``source`` and ``error`` as categoricals, ``size``, ``width``/``height`` as
+    int32 and ``sig``, a 64-bit hash of the scan's content signature. About 30 bytes a row; columns are read one at a time, so the peak stays near that."""
     parquet = pq.ParquetFile(path)
     keys = parquet.read(columns=["key"]).column("key")
     order = pc.sort_indices(keys).to_numpy()
@@ -44,6 +44,10 @@ def read_planning(path: Path) -> pd.DataFrame:
         else df["error"].fillna("")
     for col, dtype in (("size", np.int64), ("width", np.int32), ("height", np.int32)):
         df[col] = parquet.read(columns=[col]).column(col).to_numpy().astype(dtype, copy=False)
+    # the scan's content signature (size + first and last 4 KiB) as a 64-bit hash, a row group at a time
+    df["sig"] = np.concatenate([pd.util.hash_array(parquet.read_row_group(g, columns=["sig"]).column("sig")
+                                                   .to_numpy(zero_copy_only=False).astype(object))
+                                for g in range(parquet.num_row_groups)] or [np.zeros(0, np.uint64)])
     return df
 
 

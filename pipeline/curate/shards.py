@@ -115,13 +115,17 @@ class RawReader:
 
     def __init__(self):
         self._open: dict[str, tarfile.TarFile] = {}
+        self.bytes_read = 0  # image bytes returned: what curation costs in source reads
 
     def read(self, path: str, member: str = "") -> bytes:
         if not member:
-            return Path(path).read_bytes()
-        if path not in self._open:
-            self._open[path] = tarfile.open(path)
-        return self._open[path].extractfile(member).read()
+            data = Path(path).read_bytes()
+        else:
+            if path not in self._open:
+                self._open[path] = tarfile.open(path)
+            data = self._open[path].extractfile(member).read()
+        self.bytes_read += len(data)
+        return data
 
     def close(self) -> None:
         for tar in self._open.values():
@@ -156,7 +160,7 @@ def write_shard(spec: ShardSpec) -> dict:
     """Write (or verify and skip) one shard; returns its stats."""
     done = finished_stats(spec)
     if done is not None:
-        return {**done, "skipped": True}
+        return {**done, "skipped": True, "source_bytes": 0}
     shard_dir, stats_dir = Path(spec.shard_dir), Path(spec.stats_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
     stats_dir.mkdir(parents=True, exist_ok=True)
@@ -214,4 +218,4 @@ def write_shard(spec: ShardSpec) -> dict:
                   {"fingerprint": spec.fingerprint, "sha256": stats["sha256"], "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     finally:
         reader.close()
-    return {**stats, "skipped": False}
+    return {**stats, "skipped": False, "source_bytes": reader.bytes_read}  # not in the stats file: run-specific

@@ -2,8 +2,9 @@
 
 1. Fingerprint the readable images that can have a duplicate (SHA-256 of their bytes; a
    difference hash too when ``curate.near_duplicates``), one Ray task per chunk of the manifest.
-   Exact duplicates have the same byte size, so an image whose size no other image has is not
-   read here at all: without near-duplicates, most images are read once, by the shard writer.
+   Exact duplicates have the same size and the same scan signature (size + first and last 4 KiB),
+   so an image whose pair no other image has is not read here at all: without near-duplicates,
+   nearly every image is read once, by the shard writer.
 2. Filter and de-duplicate, then plan the shards (:mod:`.plan`).
 3. One Ray task per shard (:mod:`.shards`): decode, normalise, resize, encode, tar. Finished
    shards of the same plan are verified and skipped, so a killed run resumes where it stopped.
@@ -51,9 +52,9 @@ CODE = (PACKAGE / "curate", PACKAGE / "provenance.py")
 CHUNK = 1024  # most images per fingerprint task
 
 
-def _fingerprint(manifest_path: str, rows, near: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(SHA-256 digests [n] as 32-byte strings, 64-bit difference hashes [n], which have one [n]) of
-    the manifest's ``rows``; an image gone since the scan gets an empty digest (a duplicate of nothing:
+def _fingerprint(manifest_path: str, rows, near: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(SHA-256 digests [n] as 32-byte strings, 64-bit difference hashes [n], which have one [n], bytes
+    read) of the manifest's ``rows``; an image gone since the scan gets an empty digest (a duplicate of nothing:
     the shard writer rejects it as unreadable)."""
     from .images import Rejected, difference_hash
 
@@ -73,7 +74,7 @@ def _fingerprint(manifest_path: str, rows, near: bool) -> tuple[np.ndarray, np.n
                     dhashes[i], has_dhash[i] = np.uint64(difference_hash(data)).view(np.int64), True
     finally:
         reader.close()
-    return digests, dhashes, has_dhash
+    return digests, dhashes, has_dhash, reader.bytes_read
 
 
 # Fault injection for the resume tests: the driver SIGKILLs itself once this many shards are
@@ -137,12 +138,12 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     frame = read_planning(manifest_path)
     lookup = functools.partial(take, Path(manifest_path))  # (rows, columns) -> those manifest rows
     readable = (frame.error == "").to_numpy()
-    # only an image that shares its byte size with another can be an exact duplicate; the
+    # exact duplicates share their size and their signature (size + first and last 4 KiB, from the
+    # scan), so only images whose (size, signature) another image shares are hashed in full; the
     # difference hash of near-duplicates needs every image decoded
-    sizes = frame["size"].to_numpy()
-    shared = pd.Series(sizes).duplicated(keep=False).to_numpy() & readable
+    shared = frame[["size", "sig"]].duplicated(keep=False).to_numpy() & readable
     suspects = np.flatnonzero(readable if cfg.near_duplicates else shared)
-    log.info("fingerprint: %d of %d readable images share their byte size with another and are hashed",
+    log.info("fingerprint: %d of %d readable images share their size and signature with another and are hashed",
              int(shared.sum()), int(readable.sum()))
     out.mkdir(parents=True, exist_ok=True)
     clock = _PhaseClock()
@@ -166,6 +167,7 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
             if near is not None:
                 has = np.concatenate([p[2] for p in prints])
                 near[hashed[has]] = np.concatenate([p[1] for p in prints])[has]
+        hashed_bytes = sum(p[3] for p in prints)
         del prints
         clock.lap("fingerprint")
         kept, rejects, pairs = planning.decide(frame, cfg, content, near)
@@ -211,7 +213,14 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     log.info("curate phases (s): %s", clock)
     log.info("Ray tasks per node: %s", ", ".join(f"{node[:8]} {n}" for node, n in sorted(nodes.items())))
     skipped = sum(st["skipped"] for st in stats)
-    return {"shards": len(stats), "skipped": skipped, "tasks_per_node": dict(nodes), **metrics["total"]}
+    read = {"hashing": int(hashed_bytes), "shards": int(sum(st["source_bytes"] for st in stats)),
+            "kept_images": int(frame["size"].to_numpy()[in_shards.row.to_numpy()].sum())}
+    log.info("source bytes read: %.3f GB to hash possible duplicates, %.3f GB to write shards, for kept images of "
+             "%.3f GB (%.2fx; a resumed run reads only the shards it writes)", read["hashing"] / 1e9,
+             read["shards"] / 1e9, read["kept_images"] / 1e9,
+             (read["hashing"] + read["shards"]) / max(read["kept_images"], 1))
+    return {"shards": len(stats), "skipped": skipped, "tasks_per_node": dict(nodes), "bytes_read": read,
+            **metrics["total"]}
 
 
 class _PhaseClock:
