@@ -130,6 +130,50 @@ def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int], ki
     return results
 
 
+def _fingerprints(ray, manifest_path: Path, frame: pd.DataFrame, cfg, nodes: Counter):
+    """(content group per row, difference hash per row or None, source bytes read): the fingerprint
+    tasks over the rows that can have a duplicate.
+
+    Exact duplicates share their size and their scan signature (size + first and last 4 KiB), so
+    only images whose (size, signature) pair another image shares are hashed in full; the
+    difference hash of near-duplicates needs every readable image decoded."""
+    readable = (frame.error == "").to_numpy()
+    shared = frame[["size", "sig"]].duplicated(keep=False).to_numpy() & readable
+    suspects = np.flatnonzero(readable if cfg.near_duplicates else shared)
+    log.info("fingerprint: %d of %d readable images share their size and signature with another and are hashed",
+             int(shared.sum()), int(readable.sum()))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    step = min(CHUNK, max(32, -(-len(suspects) // (4 * cpus))))  # >= 4 tasks per CPU for balance
+    chunks = [suspects[i:i + step] for i in range(0, len(suspects), step)]
+    prints = _run_tasks(ray, _fingerprint, [(str(manifest_path), c, cfg.near_duplicates) for c in chunks],
+                        "fingerprint", "img", [len(c) for c in chunks], nodes=nodes)
+    # exact-duplicate groups: equal digests share an id; every other row is a group of its own
+    content = np.arange(len(frame), dtype=np.int64) + len(frame)
+    near = (pd.arrays.IntegerArray(np.zeros(len(frame), dtype=np.int64), np.ones(len(frame), dtype=bool))
+            if cfg.near_duplicates else None)  # NA: no difference hash
+    if chunks:
+        digests = np.concatenate([p[0] for p in prints])
+        hashed = np.concatenate(chunks)
+        exact = shared[hashed] & (digests != b"")  # near-only rows and vanished files: no exact group
+        content[hashed[exact]] = np.unique(digests[exact], return_inverse=True)[1]
+        if near is not None:
+            has = np.concatenate([p[2] for p in prints])
+            near[hashed[has]] = np.concatenate([p[1] for p in prints])[has]
+    return content, near, sum(p[3] for p in prints)
+
+
+def _writer_rejects(stats: list[dict], plan_path: Path) -> pd.DataFrame:
+    """The images the shard writers rejected (undecodable, gone since the scan), as :func:`.plan.decide`
+    lists rejects: manifest row, reason, detail, duplicate_row -1."""
+    failed = [r for st in stats for r in st["rejected"]]
+    if not failed:
+        return pd.DataFrame({"row": np.zeros(0, np.int64), "reason": [], "detail": [], "duplicate_row": np.zeros(0, np.int64)})
+    where = pq.read_table(plan_path, columns=["key", "row"], filters=[("key", "in", [r["key"] for r in failed])])
+    row_of = dict(zip(where.column("key").to_pylist(), where.column("row").to_pylist()))
+    return pd.DataFrame({"row": [row_of[r["key"]] for r in failed], "reason": [r["reason"] for r in failed],
+                         "detail": [r["detail"] for r in failed], "duplicate_row": -1})
+
+
 def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metrics_path: Path = METRICS,
            samples_path: Path = SAMPLES) -> dict:
     cfg = params.curate
@@ -137,38 +181,12 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
         raise MissingInput(f"{manifest_path} missing: run `fmae scan` (or `dvc repro scan`) first")
     frame = read_planning(manifest_path)
     lookup = functools.partial(take, Path(manifest_path))  # (rows, columns) -> those manifest rows
-    readable = (frame.error == "").to_numpy()
-    # exact duplicates share their size and their signature (size + first and last 4 KiB, from the
-    # scan), so only images whose (size, signature) another image shares are hashed in full; the
-    # difference hash of near-duplicates needs every image decoded
-    shared = frame[["size", "sig"]].duplicated(keep=False).to_numpy() & readable
-    suspects = np.flatnonzero(readable if cfg.near_duplicates else shared)
-    log.info("fingerprint: %d of %d readable images share their size and signature with another and are hashed",
-             int(shared.sum()), int(readable.sum()))
     out.mkdir(parents=True, exist_ok=True)
     clock = _PhaseClock()
     nodes: Counter = Counter()
     with ray_session(params.ray) as ray:
         clock.lap("ray start")
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        step = min(CHUNK, max(32, -(-len(suspects) // (4 * cpus))))  # >= 4 tasks per CPU for balance
-        chunks = [suspects[i:i + step] for i in range(0, len(suspects), step)]
-        prints = _run_tasks(ray, _fingerprint, [(str(manifest_path), c, cfg.near_duplicates) for c in chunks],
-                            "fingerprint", "img", [len(c) for c in chunks], nodes=nodes)
-        # exact-duplicate groups: equal digests share an id; every other row is a group of its own
-        content = np.arange(len(frame), dtype=np.int64) + len(frame)
-        near = (pd.arrays.IntegerArray(np.zeros(len(frame), dtype=np.int64), np.ones(len(frame), dtype=bool))
-                if cfg.near_duplicates else None)  # NA: no difference hash
-        if chunks:
-            digests = np.concatenate([p[0] for p in prints])
-            hashed = np.concatenate(chunks)
-            exact = shared[hashed] & (digests != b"")  # near-only rows and vanished files: no exact group
-            content[hashed[exact]] = np.unique(digests[exact], return_inverse=True)[1]
-            if near is not None:
-                has = np.concatenate([p[2] for p in prints])
-                near[hashed[has]] = np.concatenate([p[1] for p in prints])[has]
-        hashed_bytes = sum(p[3] for p in prints)
-        del prints
+        content, near, hashed_bytes = _fingerprints(ray, manifest_path, frame, cfg, nodes)
         clock.lap("fingerprint")
         kept, rejects, pairs = planning.decide(frame, cfg, content, near)
         del content, near
@@ -185,14 +203,8 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
         stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [n for _, n, _ in written],
                            kill_after, nodes)
         clock.lap("shards")
-    failed = [r for st in stats for r in st["rejected"]]  # images the writer could not use: key, reason, detail
-    if failed:
-        where = pq.read_table(plan_path, columns=["key", "row"], filters=[("key", "in", [r["key"] for r in failed])])
-        row_of = dict(zip(where.column("key").to_pylist(), where.column("row").to_pylist()))
-        rejects = pd.concat([rejects, pd.DataFrame({"row": [row_of[r["key"]] for r in failed],
-                                                    "reason": [r["reason"] for r in failed],
-                                                    "detail": [r["detail"] for r in failed], "duplicate_row": -1})],
-                            ignore_index=True)
+    failed = _writer_rejects(stats, plan_path)  # images the shard writers could not use
+    rejects = pd.concat([rejects, failed], ignore_index=True) if len(failed) else rejects
     rejects = planning.describe_rejects(rejects, lookup)
     gone = int((rejects.reason == "unreadable").sum())
     if gone:
@@ -205,7 +217,7 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
     provenance.write(out / "provenance.json", "curate", params.to_dict(), CODE)
-    in_shards = planned[~planned.row.isin([row_of[r["key"]] for r in failed])] if failed else planned
+    in_shards = planned[~planned.row.isin(failed.row)]
     picks = pick_samples(in_shards, cfg.seed)
     picks = picks.assign(key=lookup(picks.row.to_numpy(), ["key"]).key.to_numpy(), source=picks.source.astype(str))
     write_contact_sheet(out / "shards", picks, Path(samples_path))
