@@ -502,3 +502,13 @@ def test_the_parallel_scan_writes_the_same_manifest_bytes(world, curated, tmp_pa
         full = frames[workers]
         for source, n in (("laion_face", 5), ("celeba", 7)):  # the first n, in order
             assert capped.key[capped.source == source].tolist() == full.key[full.source == source].tolist()[:n]
+
+
+def test_the_walk_skips_folders_and_dangling_links_named_like_images(tmp_path):
+    from pipeline.curate.sources import read_source
+
+    root = tmp_path / "mine"
+    (root / "album.jpg").mkdir(parents=True)  # a folder, not an image
+    (root / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    Image.new("RGB", (40, 48), "white").save(root / "real.jpg")
+    assert [r.path for r in read_source("folder", root)] == [str(root / "real.jpg")]

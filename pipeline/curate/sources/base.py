@@ -46,6 +46,10 @@ class FileJob:
             return [file_record(self.source, self.root, self.rel, self.identity, self.crop)]
         except IsADirectoryError:  # a folder named like an image (the walk does not stat: see walk_images)
             return []
+        except FileNotFoundError:
+            if (self.root / self.rel).is_symlink():  # a dangling link is not an image, as before the walk stopped statting
+                return []
+            raise  # a file a metadata list names but the tree lacks: the scan says so in one line
 
 
 @dataclass(frozen=True)
