@@ -1,4 +1,4 @@
-"""Shared fixtures: the project's default params and a tiny synthetic world built once."""
+"""Shared fixtures: the tests' base params (``tests/params.yaml``) and a tiny synthetic world built once."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from pipeline.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "tests" / "params.yaml"  # the tests' base params, independent of the shipped params.yaml
 
 # A world small enough to build in a few seconds, with every flaw kind and every quirk.
 TINY = {
@@ -37,6 +38,15 @@ TINY_STAGES = {
 NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")
 
 
+SLOW_TIMEOUT_S = 1200  # per slow test (a stage run, DVC, a training run); the others: pyproject's `timeout`
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
 def pytest_addoption(parser):
     parser.addoption("--mutations", action="store_true",
                      help="also run the mutation checks of tests/test_learning.py and tests/test_fer.py (a broken pipeline must fail there)")
@@ -51,12 +61,12 @@ def curate_overrides(out: Path, **extra) -> dict:
 
 
 def tiny_params(out_dir: Path, **extra):
-    return load_params(ROOT / "params.yaml", {**TINY, "synth.out_dir": str(out_dir), **extra})
+    return load_params(PARAMS, {**TINY, "synth.out_dir": str(out_dir), **extra})
 
 
 @pytest.fixture(scope="session")
 def params():
-    return load_params(ROOT / "params.yaml")
+    return load_params(PARAMS)
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +89,7 @@ def curated(tiny_world, tmp_path_factory):
 
     _, out = tiny_world
     base = tmp_path_factory.mktemp("curated")
-    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.num_cpus": 2}))
+    params = load_params(PARAMS, curate_overrides(out, **{"ray.num_cpus": 2}))
     write_manifest(scan(params), base / "manifest.parquet")
     curate(params, base / "manifest.parquet", base / "face9m", base / "curation.json", base / "samples.png")
     return params, base

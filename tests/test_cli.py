@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import PARAMS, ROOT
 
 
 def _fmae(*args, cwd=ROOT):
@@ -10,7 +10,7 @@ def _fmae(*args, cwd=ROOT):
 
 def test_bad_params_fail_before_any_work_naming_the_key(tmp_path):
     bad = tmp_path / "params.yaml"
-    bad.write_text((ROOT / "params.yaml").read_text().replace("mask_ratio: 0.75", "mask_ratio: 1.5"))
+    bad.write_text((PARAMS).read_text().replace("mask_ratio: 0.75", "mask_ratio: 1.5"))
     done = _fmae("synthesize", "--params", str(bad), cwd=tmp_path)
     assert done.returncode == 2
     assert "pretrain.mask_ratio = 1.5: expected a number in the open interval (0, 1)" in done.stderr
@@ -34,7 +34,7 @@ def _one_line_error(done) -> str:
 
 
 def test_bad_command_lines_give_one_line_and_leave_nothing_behind(tmp_path):
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((PARAMS).read_text())
     cases = {
         ("prepare", "--dataset", "nope"): "invalid choice: 'nope' (choose from 'bp4d', 'bp4dplus', 'disfa')",
         ("finetune", "--dataset", "nope", "--fold", "1"): "invalid choice: 'nope'",
@@ -58,7 +58,7 @@ def test_bad_command_lines_give_one_line_and_leave_nothing_behind(tmp_path):
 
 
 def test_a_missing_init_checkpoint_is_named(tmp_path):
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((PARAMS).read_text())
     (tmp_path / "data" / "au" / "bp4d").mkdir(parents=True)
     (tmp_path / "data" / "au" / "bp4d" / "index.parquet").write_bytes(b"")
     line = _one_line_error(_fmae("finetune", "--dataset", "bp4d", "--fold", "1", "--set", "finetune.init=nope.pth", cwd=tmp_path))

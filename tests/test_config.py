@@ -11,15 +11,22 @@ def _raw():
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def test_defaults_load_into_frozen_dataclasses(params):
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped params.yaml (the other tests build on tests/params.yaml)."""
+    return load_params(ROOT / "params.yaml")
+
+
+def test_defaults_load_into_frozen_dataclasses(shipped):
+    params = shipped
     assert params.iat.lambda_ == 2.0
     assert params.pretrain.mask_ratio == 0.75
     with pytest.raises(AttributeError):
         params.iat.lambda_ = 1.0  # frozen
 
 
-def test_round_trip_to_plain_data_matches_params_yaml(params):
-    assert params.to_dict() == _raw()
+def test_round_trip_to_plain_data_matches_params_yaml(shipped):
+    assert shipped.to_dict() == _raw()
 
 
 @pytest.mark.parametrize("key, value, fragment", [
@@ -102,3 +109,13 @@ def test_params_paper_holds_the_papers_settings_and_every_key():
                                                  for x in keys(v, f"{prefix}{k}.")}
     demo, real = (yaml.safe_load((ROOT / name).read_text()) for name in ("params.yaml", "params-paper.yaml"))
     assert keys(demo) == keys(real)
+
+
+def test_the_tests_base_params_have_the_shipped_keys():
+    """tests/params.yaml (what every fixture builds on) has exactly params.yaml's keys, so a key added to
+    the shipped file reaches the tests' configuration too, while its values stay the tests' own."""
+    def keys(tree, prefix=""):
+        return {f"{prefix}{k}" for k in tree} | {x for k, v in tree.items() if isinstance(v, dict)
+                                                 for x in keys(v, f"{prefix}{k}.")}
+    shipped, base = (yaml.safe_load((ROOT / name).read_text()) for name in ("params.yaml", "tests/params.yaml"))
+    assert keys(base) == keys(shipped)

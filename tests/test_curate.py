@@ -30,7 +30,7 @@ from pipeline.curate.sources.base import make_key
 from pipeline.curate.stage import KILL_AFTER_SHARDS, curate, read_keys
 from pipeline.synth import sources as synth_sources
 from pipeline.synth.stage import source_root
-from tests.conftest import NAMES, ROOT, curate_overrides
+from tests.conftest import NAMES, PARAMS, ROOT, curate_overrides
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_sizes_json_and_stats_match_the_tars(curated):
 def test_same_bytes_with_one_or_two_workers(world, curated, tmp_path):
     out, _ = world
     _, base = curated
-    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.num_cpus": 1}))
+    params = load_params(PARAMS, curate_overrides(out, **{"ray.num_cpus": 1}))
     curate(params, base / "manifest.parquet", tmp_path / "face9m", tmp_path / "c.json", tmp_path / "s.png")
     assert _digests(tmp_path / "face9m" / "shards") == _digests(base / "face9m" / "shards")
     assert _digests(tmp_path / "face9m" / "stats") == _digests(base / "face9m" / "stats")
@@ -185,7 +185,7 @@ def test_same_bytes_with_one_or_two_workers(world, curated, tmp_path):
 def test_killed_run_resumes_to_identical_bytes(world, curated, tmp_path):
     out, _ = world
     _, base = curated
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data = yaml.safe_load((PARAMS).read_text())
     for dotted, value in curate_overrides(out, **{"ray.num_cpus": 1}).items():
         node = data
         *parents, last = dotted.split(".")
@@ -214,7 +214,7 @@ def test_killed_run_resumes_to_identical_bytes(world, curated, tmp_path):
 
 def test_missing_root_names_the_param(world, tmp_path):
     out, _ = world
-    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"sources.ffhq.root": str(tmp_path / "nope")}))
+    params = load_params(PARAMS, curate_overrides(out, **{"sources.ffhq.root": str(tmp_path / "nope")}))
     with pytest.raises(ConfigError, match=r"sources\.ffhq\.root = '.*nope': expected an existing directory"):
         scan(params)
 
@@ -222,7 +222,7 @@ def test_missing_root_names_the_param(world, tmp_path):
 def test_empty_source_warns_with_the_param(world, tmp_path, caplog):
     out, _ = world
     (tmp_path / "HR").mkdir()
-    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"sources.edface.root": str(tmp_path)}))
+    params = load_params(PARAMS, curate_overrides(out, **{"sources.edface.root": str(tmp_path)}))
     df = scan(params)
     assert "edface" not in set(df.source)
     assert any("sources.edface.root" in r.getMessage() for r in caplog.records)
@@ -255,7 +255,7 @@ def test_manifest_ignores_modification_times_and_sees_changed_images(tmp_path):
     for name in ("a.jpg", "b.jpg"):
         Image.fromarray(rng.integers(0, 256, (96, 80, 3), dtype=np.uint8)).save(root / name, quality=90)
     off = {f"sources.{n}": {"enabled": False, "root": "x", "max_images": 0} for n in NAMES}
-    params = load_params(ROOT / "params.yaml", {**off, "sources.folder": {"enabled": True, "root": str(root), "max_images": 0}})
+    params = load_params(PARAMS, {**off, "sources.folder": {"enabled": True, "root": str(root), "max_images": 0}})
     before = scan(params)
     for path in root.iterdir():
         os.utime(path, (1_800_000_000, 1_800_000_000))
@@ -281,7 +281,7 @@ def test_curation_on_a_ray_cluster_runs_on_the_other_nodes_and_gives_the_local_b
     try:
         workers = {cluster.add_node(num_cpus=1).node_id for _ in range(2)}
         cluster.wait_for_nodes()
-        params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.address": cluster.address}))
+        params = load_params(PARAMS, curate_overrides(out, **{"ray.address": cluster.address}))
         result = curate(params, base / "manifest.parquet", tmp_path / "face9m", tmp_path / "c.json", tmp_path / "s.png")
     finally:
         ray.shutdown()
@@ -418,7 +418,7 @@ def test_a_worker_killed_mid_shard_is_retried_to_the_same_bytes(world, curated, 
     _, base = curated
     marker = tmp_path / "killed"
     monkeypatch.setenv(KILL_WORKER_ONCE, str(marker))  # inherited by the Ray workers curate starts
-    params = load_params(ROOT / "params.yaml", curate_overrides(out, **{"ray.num_cpus": 2}))
+    params = load_params(PARAMS, curate_overrides(out, **{"ray.num_cpus": 2}))
     curate(params, base / "manifest.parquet", tmp_path / "face9m", tmp_path / "c.json", tmp_path / "s.png")
     assert marker.is_file()  # a worker did die half-way through shard 0
     assert _digests(tmp_path / "face9m" / "shards") == _digests(base / "face9m" / "shards")
@@ -495,10 +495,10 @@ def test_the_parallel_scan_writes_the_same_manifest_bytes(world, curated, tmp_pa
            "sources.celeba": {"enabled": True, "root": str(source_root(out, "celeba")), "max_images": 7}}
     frames = {}
     for workers in (1, 3):
-        frames[workers] = scan(load_params(ROOT / "params.yaml", curate_overrides(out, **{"sources.scan_workers": workers})))
+        frames[workers] = scan(load_params(PARAMS, curate_overrides(out, **{"sources.scan_workers": workers})))
         write_manifest(frames[workers], tmp_path / f"{workers}.parquet")
         assert (tmp_path / f"{workers}.parquet").read_bytes() == (base / "manifest.parquet").read_bytes()
-        capped = scan(load_params(ROOT / "params.yaml", curate_overrides(out, **{"sources.scan_workers": workers}, **cap)))
+        capped = scan(load_params(PARAMS, curate_overrides(out, **{"sources.scan_workers": workers}, **cap)))
         full = frames[workers]
         for source, n in (("laion_face", 5), ("celeba", 7)):  # the first n, in order
             assert capped.key[capped.source == source].tolist() == full.key[full.source == source].tolist()[:n]

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TINY, TINY_STAGES
+from tests.conftest import PARAMS, ROOT, TINY, TINY_STAGES
 from tests.real_faces import PORTRAIT
 
 BIN = Path(sys.executable).parent
@@ -38,7 +38,7 @@ def project(tmp_path):
         if (ROOT / rel).is_file() and not rel.startswith(("reports/", "plots/", "dvc.lock")):
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, tmp_path / rel)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params = yaml.safe_load(PARAMS.read_text())  # the tests' base, not the shipped demo configuration
     for dotted, value in {**TINY, **TINY_STAGES}.items():
         section, key = dotted.split(".")
         params[section][key] = value

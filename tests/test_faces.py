@@ -14,7 +14,7 @@ from pipeline.au.prepare import prepare
 from pipeline.config import load_params
 from pipeline.faces.detect import FaceDetector, describe
 
-from .conftest import ROOT
+from .conftest import PARAMS, ROOT
 from .real_faces import FACE, VIDEO_FRAMES, iou, portrait, video_frame
 
 
@@ -80,7 +80,7 @@ def test_prepare_with_the_detector_equals_prepare_with_its_boxes(tmp_path):
     """Without ``face_boxes.csv`` prepare detects; the boxes it wrote, given back as the dataset's
     ``face_boxes.csv``, reproduce every crop byte for byte, and the cut-off frame is listed."""
     root = _bp4d_root(tmp_path / "BP4D")
-    params = load_params(ROOT / "params.yaml", {"au.bp4d.root": str(root), "au.frame_step": 1, "au.workers": 1})
+    params = load_params(PARAMS, {"au.bp4d.root": str(root), "au.frame_step": 1, "au.workers": 1})
     detected = tmp_path / "detected"
     index = prepare(params, "bp4d", detected)
     assert list(index.frame) == list(range(VIDEO_FRAMES - 1))

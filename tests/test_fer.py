@@ -17,14 +17,14 @@ from pipeline.fer.metrics import scores
 from pipeline.fer.readers import read_affectnet, read_labels_csv, read_rafdb
 from pipeline.synth import fer_datasets
 
-from .conftest import ROOT, TINY
+from .conftest import PARAMS, ROOT, TINY
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """(params, truth) of a small RAF-DB and AffectNet written in their native layouts."""
     out = tmp_path_factory.mktemp("fer") / "raw"
-    params = load_params(ROOT / "params.yaml", {**TINY, "synth.out_dir": str(out),
+    params = load_params(PARAMS, {**TINY, "synth.out_dir": str(out),
                                                 "synth.fer": {"rafdb": {"images": 100}, "affectnet": {"images": 100}},
                                                 "fer.rafdb.root": str(fer_datasets.fer_root(out, "rafdb")),
                                                 "fer.affectnet.root": str(fer_datasets.fer_root(out, "affectnet")),
@@ -208,7 +208,7 @@ def _finetune_small_cnn(tmp_path_factory, monkeypatch, shuffle_labels: bool = Fa
     from pipeline.models import checkpoint
 
     out = tmp_path_factory.mktemp("fer-learn") / "raw"
-    params = load_params(ROOT / "params.yaml", {
+    params = load_params(PARAMS, {
         **TINY, "synth.out_dir": str(out), "synth.fer": {"rafdb": {"images": 600}, "affectnet": {"images": 48}},
         "fer.rafdb": {"root": str(fer_datasets.fer_root(out, "rafdb")), "images": "aligned", "epochs": 12,
                       "warmup_epochs": 1, "batch_size": 32, "blr": 1.0e-2},

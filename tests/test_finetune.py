@@ -21,7 +21,7 @@ from pipeline.models.au_detector import GRL, AUDetector
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.optim import adamw
 
-from .conftest import ROOT, TINY, TINY_STAGES
+from .conftest import PARAMS, ROOT, TINY, TINY_STAGES
 
 
 def detector(lambda_=2.0, layers=1):
@@ -279,7 +279,7 @@ def tiny_fold(tiny_world, tmp_path_factory):
 
     _, out = tiny_world
     base = tmp_path_factory.mktemp("finetune")
-    params = load_params(ROOT / "params.yaml", {**TINY, **TINY_STAGES, "synth.out_dir": str(out),
+    params = load_params(PARAMS, {**TINY, **TINY_STAGES, "synth.out_dir": str(out),
                                                 "au.bp4d.root": str(au_root(out, "bp4d")), "finetune.epochs": 3,
                                                 "finetune.init": str(base / "mae.pth")})
     checkpoint.save_atomic({"model": build_mae(params.model, params.pretrain).state_dict()}, base / "mae.pth")

@@ -28,7 +28,7 @@ from pipeline.au.metrics import auc_per_au
 from pipeline.config import load_params
 from pipeline.models import checkpoint
 
-from .conftest import ROOT, TINY
+from .conftest import PARAMS, ROOT, TINY
 
 MARGIN = 0.64  # mean test AUC the working pipeline clears and each mutation stays below
 COLUMNS = [f"au{a}" for a in AUS["bp4d"]]
@@ -72,7 +72,7 @@ def world(tmp_path_factory):
     from pipeline.synth.stage import synthesize
 
     base = tmp_path_factory.mktemp("learning")
-    params = load_params(ROOT / "params.yaml", {**WORLD, "synth.out_dir": str(base / "raw"),
+    params = load_params(PARAMS, {**WORLD, "synth.out_dir": str(base / "raw"),
                                                 "au.bp4d.root": str(base / "raw" / "au" / "BP4D")})
     synthesize(params.synth, reports=base / "reports")
     return params, base

@@ -18,7 +18,7 @@ from pipeline.au.folds import AUS, subjects
 from pipeline.au.labels import UNKNOWN
 from pipeline.finetune.data import Crops, eval_transform
 
-from .conftest import ROOT, TINY, TINY_STAGES
+from .conftest import PARAMS, ROOT, TINY, TINY_STAGES
 
 DATASETS = ("bp4d", "bp4dplus", "disfa")
 
@@ -33,7 +33,7 @@ def prepared(request, tiny_world, tmp_path_factory):
     _, out = tiny_world
     base = tmp_path_factory.mktemp(f"prepared-{request.param}")
     roots = {f"au.{d}.root": str(au_root(out, d)) for d in DATASETS}
-    params = load_params(ROOT / "params.yaml", {**TINY, **TINY_STAGES, **roots, "synth.out_dir": str(out),
+    params = load_params(PARAMS, {**TINY, **TINY_STAGES, **roots, "synth.out_dir": str(out),
                                                 "au.unknown_policy": request.param})
     done = {}
     for d in DATASETS:

@@ -19,7 +19,7 @@ from pipeline.models import checkpoint
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.optim import adamw, warmup_cosine
 from pipeline.pretrain.train import LAST, TrainingDiverged, init_from, pretrain
-from tests.conftest import ROOT, curate_overrides
+from tests.conftest import PARAMS, ROOT, curate_overrides
 
 SMALL = {"model.img_size": 64, "pretrain.decoder_dim": 64, "pretrain.decoder_depth": 1, "pretrain.decoder_heads": 2,
          "pretrain.batch_size": 8, "pretrain.workers": 2, "pretrain.log_every": 2, "pretrain.warmup_epochs": 1,
@@ -43,7 +43,7 @@ def shards(curated):
 
 def run_params(tiny_world, **extra):
     _, out = tiny_world
-    return load_params(ROOT / "params.yaml", curate_overrides(out, **SMALL, **extra))
+    return load_params(PARAMS, curate_overrides(out, **SMALL, **extra))
 
 
 # ---------------------------------------------------------------------------- optimiser
@@ -254,7 +254,7 @@ def test_torchrun_two_processes_run_the_stage(curated, tmp_path):
     (tmp_path / "data" / "face9m" / "shards").symlink_to(base / "face9m" / "shards")
     (tmp_path / "data" / "face9m" / "sizes.json").symlink_to(base / "face9m" / "sizes.json")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port", str(_free_port()),
-           "-m", "pipeline", "pretrain", "--params", str(ROOT / "params.yaml"), *overrides]
+           "-m", "pipeline", "pretrain", "--params", str(PARAMS), *overrides]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert checkpoint.read(tmp_path / "models/fmae/fmae.pth")["epoch"] == 0
