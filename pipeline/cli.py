@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import PARAMS_FILE, ConfigError, UserError, load_params
 
@@ -69,13 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the FER dataset" + ("" if name == "finetune_fer" else " (default: every one of fer.datasets)"))
         if name == "finetune":
             sub.add_argument("--fold", type=int, required=True, help="the 1-based test fold (BP4D, DISFA: 1-3; BP4D+: 1-4)")
-            sub.add_argument("--variant", choices=("iat", "fmae"), default="iat",
-                             help="iat: with the gradient-reversed identity head (iat.*); fmae: the plain baseline")
+            sub.add_argument("--variant", choices=("iat", "fmae", "random"), default="iat",
+                             help="iat: with the gradient-reversed identity head (iat.*); fmae: the plain baseline; "
+                                  "random: the plain baseline from random weights (finetune.init unused)")
     _add_predict(subs)
     sub = subs.add_parser("results", help="the paper-style table of the workspace, HEAD and every experiment",
                           description="One row per DVC experiment: lambda, identity head, seed, protocol, test F1 and "
                                       "AUC of FMAE and FMAE-IAT, the all-positive floor and the identity probe.")
     sub.add_argument("--dataset", choices=DATASETS, help="only this dataset (default: every evaluated one)")
+    sub = subs.add_parser("overlay", help="run the pipeline with an overlay's keys (dvc exp run -S ...)",
+                          description="Apply an overlay (params-fast.yaml, params-paper.yaml: only the keys that differ "
+                                      "from params.yaml) as `dvc exp run -S key=value ...`; arguments after `--` go to "
+                                      "dvc exp run (e.g. -- --queue, -- --name fast).")
+    sub.add_argument("file", type=Path, help="the overlay file")
+    sub.add_argument("--print", action="store_true", help="print the dvc command instead of running it")
     return parser
 
 
@@ -111,6 +119,9 @@ def _predict(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv, extra = list(sys.argv[1:] if argv is None else argv), []
+    if argv[:1] == ["overlay"] and "--" in argv:  # what follows `--` is dvc exp run's
+        argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = build_parser().parse_args(argv)
     stage_args = {k: v for k in ("dataset", "fold", "variant") if (v := getattr(args, k, None)) is not None}
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -118,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "predict":
             _predict(args)
             return 0
+        if args.stage == "overlay":
+            from . import overlay
+
+            return overlay.run(args.file, extra, args.print)
         if args.stage == "results":
             from .results import run as results
 

@@ -316,6 +316,7 @@ class FinetuneConfig:
     blr: float
     layer_decay: float
     weight_decay: float
+    augment: Literal["paper", "flip"]  # paper: the three keys below; flip: resize + horizontal flip only
     min_crop_scale: float  # RandomResizedCrop's smallest area fraction
     rand_augment: str  # timm RandAugment spec, "" = off
     erase_prob: float  # RandomErasing probability
@@ -323,18 +324,13 @@ class FinetuneConfig:
     val_fraction: float
     seed: int
     workers: int  # data loader processes per training process
+    random_folds: tuple[int, ...]  # folds of the random-init baseline (stage finetune_random)
 
     def __post_init__(self):
-        from .au.folds import FOLDS
-
         for i, name in enumerate(self.datasets):
             check(name in AU_DATASETS, f"datasets.{i}", name, f"one of {', '.join(AU_DATASETS)}")
-        for i, fold in enumerate(self.folds):
-            for name in self.datasets:
-                check(1 <= fold <= len(FOLDS[name]), f"folds.{i}", fold,
-                      f"a fold of every listed dataset ({name} has folds 1-{len(FOLDS[name])}; BP4D+ has 4, "
-                      "so cross-validate it in its own run: datasets [bp4dplus], folds [1, 2, 3, 4])")
-        check(bool(self.folds) and len(set(self.folds)) == len(self.folds), "folds", list(self.folds), "a non-empty list without repeats")
+        check_folds(self.folds, self.datasets, "folds")
+        check_folds(self.random_folds, self.datasets, "random_folds")
         check(bool(self.init), "init", self.init, "'pretrain' or a checkpoint path")
         check(len(set(self.datasets)) == len(self.datasets), "datasets", list(self.datasets), "no repeated dataset")
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
@@ -342,6 +338,19 @@ class FinetuneConfig:
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         check(self.blr > 0, "blr", self.blr, "a number > 0")
         _check_recipe(self)
+
+
+def check_folds(folds: tuple[int, ...], datasets: tuple[str, ...], key: str) -> None:
+    """A non-empty list of distinct folds that every dataset of ``finetune.datasets`` has."""
+    from .au.folds import FOLDS
+
+    for i, fold in enumerate(folds):
+        for name in datasets:
+            if name in FOLDS:
+                check(1 <= fold <= len(FOLDS[name]), f"{key}.{i}", fold,
+                      f"a fold of every listed dataset ({name} has folds 1-{len(FOLDS[name])}; BP4D+ has 4, "
+                      "so cross-validate it in its own run: datasets [bp4dplus], folds [1, 2, 3, 4])")
+    check(bool(folds) and len(set(folds)) == len(folds), key, list(folds), "a non-empty list without repeats")
 
 
 def _check_recipe(cfg) -> None:
@@ -403,6 +412,7 @@ class FERConfig:
     weight_decay: float
     label_smoothing: float
     balanced: bool
+    augment: Literal["paper", "flip"]
     min_crop_scale: float
     rand_augment: str
     erase_prob: float
@@ -433,6 +443,8 @@ class FERConfig:
 @dataclass(frozen=True)
 class IATConfig:
     lambda_: float = field(metadata={"key": "lambda"})
+    schedule: Literal["constant", "ramp"]  # constant (the release) or DANN's ramp 2 / (1 + exp(-10 p)) - 1 of progress p
+    folds: tuple[int, ...]  # folds of the IAT variant (stage finetune)
     id_head_layers: int = 1
     id_loss: Literal["bce", "ce"] = "bce"
 
@@ -442,20 +454,51 @@ class IATConfig:
 
 
 @dataclass(frozen=True)
+class ReleaseProbeConfig:
+    """(a) the released code's identity probe (its finetuning script's defaults)."""
+
+    epochs: int
+    blr: float  # lr = blr x batch_size / 256
+    batch_size: int
+    warmup_epochs: int
+    weight_decay: float
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(self.blr > 0, "blr", self.blr, "a number > 0")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class StrongProbeConfig:
+    """(b) and (c): a probe trained to convergence, its lr chosen on held-out training frames."""
+
+    epochs: int
+    lrs: tuple[float, ...]
+    batch_size: int
+    val_fraction: float
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(bool(self.lrs) and all(lr > 0 for lr in self.lrs), "lrs", list(self.lrs), "a non-empty list of numbers > 0")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in the open interval (0, 1)")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
+    probe_folds: tuple[int, ...]  # the folds whose finetuned models are probed (each variant that ran them)
     probe_train_frames: int
     probe_test_frames: int
-    probe_epochs: int
-    probe_lr: float
-    probe_batch_size: int
+    release_probe: ReleaseProbeConfig
+    strong_probe: StrongProbeConfig
     tsne_subjects: int
 
     def __post_init__(self):
         check(self.probe_train_frames >= 1, "probe_train_frames", self.probe_train_frames, "an integer >= 1")
         check(self.probe_test_frames >= 1, "probe_test_frames", self.probe_test_frames, "an integer >= 1")
-        check(self.probe_epochs >= 1, "probe_epochs", self.probe_epochs, "an integer >= 1")
-        check(self.probe_lr > 0, "probe_lr", self.probe_lr, "a number > 0")
-        check(self.probe_batch_size >= 1, "probe_batch_size", self.probe_batch_size, "an integer >= 1")
         check(self.tsne_subjects >= 2, "tsne_subjects", self.tsne_subjects, "an integer >= 2")
 
 
@@ -472,6 +515,15 @@ class Params:
     iat: IATConfig
     evaluate: EvaluateConfig
     fer: FERConfig
+
+    def __post_init__(self):
+        check_folds(self.iat.folds, self.finetune.datasets, "iat.folds")
+        check_folds(self.evaluate.probe_folds, self.finetune.datasets, "evaluate.probe_folds")
+
+    def variant_folds(self, variant: str) -> tuple[int, ...]:
+        """The folds each AU variant runs on: ``fmae`` (finetune.folds), ``iat`` (iat.folds), ``random``
+        (finetune.random_folds)."""
+        return {"fmae": self.finetune.folds, "iat": self.iat.folds, "random": self.finetune.random_folds}[variant]
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved params as plain data, with params.yaml's key names."""

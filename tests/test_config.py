@@ -57,7 +57,7 @@ def test_bad_values_name_key_value_and_allowed(key, value, fragment):
 def test_unknown_key_is_rejected_with_the_known_ones():
     data = _raw()
     data["iat"]["lamda"] = 1.0
-    with pytest.raises(ConfigError, match=r"iat\.lamda = 1\.0: expected no such key; known keys here: lambda, id_head_layers"):
+    with pytest.raises(ConfigError, match=r"iat\.lamda = 1\.0: expected no such key; known keys here: lambda, schedule, folds, id_head_layers"):
         params_from_dict(data)
 
 

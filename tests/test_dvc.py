@@ -53,7 +53,7 @@ def project(tmp_path):
 def test_repro_twice_second_run_reruns_only_scan(project):
     first = _run([str(BIN / "dvc"), "repro"], project)
     for stage in ("synthesize", "scan", "curate", "pretrain", "prepare@bp4d", "finetune@bp4d-1", "finetune@bp4d-3",
-                  "finetune_fmae@bp4d-2", "evaluate", "prepare_fer@rafdb", "finetune_fer@affectnet", "evaluate_fer"):
+                  "finetune_fmae@bp4d-2", "finetune_random@bp4d-1", "evaluate", "prepare_fer@rafdb", "finetune_fer@affectnet", "evaluate_fer"):
         assert f"Running stage '{stage}'" in first
     assert (project / "data/raw/truth/world.json").is_file() and (project / "reports/synth_aus.png").is_file()
     assert list((project / "data/face9m/shards").glob("face9m-*.tar"))
@@ -75,7 +75,8 @@ def test_repro_twice_second_run_reruns_only_scan(project):
     assert "sources.celeba.kept" in metrics and "pretrain.loss" in metrics
     assert "models/au/iat/bp4d/fold3/metrics.json" in metrics and "auc_mean" in metrics
     assert "bp4d.iat.f1_mean" in metrics and "bp4d.fmae.au12.f1" in metrics and "bp4d.iat.fold1.f1_mean" in metrics
-    assert "bp4d.iat.top1" in metrics and "bp4d.chance" in metrics
+    assert "bp4d.identity.release.iat" in metrics and "bp4d.identity.unseen_sequences.chance" in metrics
+    assert "bp4d.random.f1_mean" in metrics and "bp4d.identity.strong.random" in metrics
     au = json.loads((project / "metrics/au.json").read_text())
     assert au["protocol"] == "validation" and au["optimistic"] is False
     assert {"f1_mean", "f1_05_mean", "auc_mean", "f1_constant_mean"} <= set(au["bp4d"]["iat"])

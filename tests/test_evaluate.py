@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from pipeline.au.folds import AUS
 from pipeline.au.metrics import THRESHOLDS, auc_per_au, best_threshold, f1_per_au
 from pipeline.evaluate import figures, report
-from pipeline.evaluate.probe import linear_probe, probe_split
+from pipeline.evaluate.probe import linear_probe, probe_split, release_probe, sequence_split, strong_probe
 from pipeline.evaluate.scores import score_fold, summarise
 
 
@@ -138,38 +138,45 @@ def test_figures_are_valid_pngs(tmp_path, rng):
                                      floor=[0.4, 0.3]))
 
 
-def _au_metrics(fmae: float, iat: float, floor: float) -> dict:
+def _au_metrics(fmae: float, iat: float, floor: float, probe_fmae: float = 0.8, probe_iat: float = 0.3) -> dict:
     def variant(f):
         return {"f1_mean": f, "f1_05_mean": f, "auc_mean": 0.7, "f1_constant_mean": floor,
                 **{f"au{a}": {"f1": f, "f1_05": f, "auc": 0.7} for a in AUS["bp4d"]},
                 "fold1": {"f1_mean": f, "f1_05_mean": f, "auc_mean": 0.7, "threshold": 0.3, "epoch": 2}}
-    return {"fmae": variant(fmae), "iat": variant(iat)}
+
+    probes = {p: {"chance": 0.0244, "subjects": 41, "pretrained": 0.9, "fmae": probe_fmae, "iat": probe_iat, "random": 0.7}
+              for p in ("release", "strong", "unseen_sequences")}
+    probes["release"]["epoch1"] = {"pretrained": 0.2, "fmae": 0.3, "iat": 0.05, "random": 0.1}
+    return {"fmae": variant(fmae), "iat": variant(iat), "random": variant(0.45),
+            "iat_minus_fmae_f1": round(iat - fmae, 4), "iat_minus_fmae_folds": "1",
+            "random_minus_fmae_f1": round(0.45 - fmae, 4), "random_minus_fmae_folds": "1",
+            "identity": {"probe_folds": "1", **probes}}
 
 
 def test_report_findings_follow_the_numbers_either_way():
-    ident = {"chance": 0.05, "fmae": {"top1": 0.8, "top1_epoch1": 0.3}, "iat": {"top1": 0.3, "top1_epoch1": 0.05}}
-    up = "\n".join(report.findings(_au_metrics(0.60, 0.62, 0.40), ident))
-    assert "IAT raised it by 2.0 points" in up and "lowered the identity" in up and "does not beat" not in up
-    worse = {**ident, "iat": {"top1": 0.9, "top1_epoch1": 0.5}}
-    down = "\n".join(report.findings(_au_metrics(0.403, 0.393, 0.40), worse))
-    assert "IAT lowered it by 1.0 points" in down and "raised the identity information" in down
+    up = "\n".join(report.findings(_au_metrics(0.60, 0.62, 0.40)))
+    assert "IAT raised test F1 by 2.0 points" in up and "IAT lowered what this probe finds" in up
+    assert "FMAE does not beat" not in up and "FMAE-IAT does not beat" not in up
+    assert "Random init does not beat the all-positive predictor" not in up and "lowered test F1 by 15.0 points" in up
+    down = "\n".join(report.findings(_au_metrics(0.403, 0.393, 0.40, probe_iat=0.9)))
+    assert "IAT lowered test F1 by 1.0 points" in down and "IAT raised what this probe finds" in down
     assert "FMAE does not beat the all-positive predictor" in down and "FMAE-IAT does not beat" in down
-    same = "\n".join(report.findings(_au_metrics(0.40, 0.4003, 0.40), {**ident, "iat": ident["fmae"]}))
-    assert "did not change it (difference < 0.05 points)" in same and "0.0 points" not in same
-    assert "did not change the identity information" in same
+    same = "\n".join(report.findings(_au_metrics(0.40, 0.4003, 0.40, probe_iat=0.8)))
+    assert "did not change test F1 (difference < 0.05 points)" in same and "0.0 points" not in same
+    assert "did not change what this probe finds" in same
 
 
 def test_report_lays_out_paper_table(params, tmp_path):
     m = {"protocol": "paper", "optimistic": True, "bp4d": _au_metrics(0.6, 0.65, 0.4)}
-    ident = {"bp4d": {"chance": 0.024, "subjects": 41, "train_frames": 574, "test_frames": 246,
-                      "pretrained": {"top1": 0.9, "top1_epoch1": 0.2}, "fmae": {"top1": 0.8, "top1_epoch1": 0.3},
-                      "iat": {"top1": 0.3, "top1_epoch1": 0.05}}}
-    text = report.render(params, m, ident, {"bp4d": {"tsne": tmp_path / "t.png"}}, "ab" * 32)
+    text = report.render(params, m, {"bp4d": {"tsne": tmp_path / "t.png"}}, "ab" * 32)
     header = next(line for line in text.splitlines() if line.startswith("| Method"))
     assert header.split(" | ")[1:] == [f"AU{a}" for a in AUS["bp4d"]] + ["Avg. |"]
     assert "| FMAE-IAT (paper, ViT-L, test-fold selection) |" in text and "| 67.1 |" in text
-    assert "optimistic" in text and "65.0" in text
-    assert "synthetic BP4D" in text  # the default params read the demo world
+    assert "optimistic" in text and "65.0" in text and "| Random init (this run, folds 1," in text
+    assert "synthetic BP4D" in text  # the tests' params read the demo world
+    probes = next(line for line in text.splitlines() if line.startswith("| FMAE-IAT finetuned"))
+    assert probes.split(" | ")[1:] == ["30.0 (5.0 after 1 epoch)", "30.0", "30.0", "27.9 (4.6 after 1 epoch) |"]
+    assert "| Chance (1 / subjects) | 2.4 (41 subjects) |" in text
 
 
 def test_an_au_with_one_class_gets_a_null_auc_not_nan():
@@ -194,8 +201,82 @@ def test_folds_selected_under_different_protocols_are_refused(params, tmp_path):
         (folder / "metrics.json").write_text(json.dumps({"protocol": protocol}))
         (folder / "predictions.parquet").write_bytes(b"")
         (folder / "checkpoint.pth").write_bytes(b"")
-    p = replace(params, finetune=replace(params.finetune, folds=(1, 2, 3)))
+        (folder / "history.json").write_text("{}")
+    p = replace(params, iat=replace(params.iat, folds=(1, 2, 3)))
     with pytest.raises(ValueError, match=r"different protocols \['paper', 'validation'\]"):
         fold_runs(p, "bp4d", "iat", root=tmp_path)
-    p = replace(params, finetune=replace(params.finetune, folds=(1, 3)))
+    p = replace(params, iat=replace(params.iat, folds=(1, 3)))
     assert [r.fold for r in fold_runs(p, "bp4d", "iat", root=tmp_path)] == [1, 3]
+    (tmp_path / "iat" / "bp4d" / "fold3" / "history.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"fold3/history.json missing: run `dvc repro finetune@bp4d-3`"):
+        fold_runs(p, "bp4d", "iat", root=tmp_path)
+
+
+class _Identity(torch.nn.Module):
+    """A 'backbone' whose features are its inputs."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_release_probe_takes_one_adamw_step_as_computed_by_hand():
+    """2 subjects, 2-d features, one batch, one epoch, no warm-up: the probe's weight after the step is
+    W0 (1 - lr wd) - lr g / (|g| + eps) (AdamW's first step), g the gradient of the mean BCE against
+    one-hot targets, lr = blr x batch / 256; W0 PyTorch's default Linear init from the seeded generator."""
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    subject = torch.tensor([3, 7])  # ids over a larger vocabulary: classes are the probed subjects
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(2), subject), batch_size=2)
+    blr, wd, seed = 0.1 * 256 / 2, 0.05, 4
+    acc, weight = release_probe(_Identity(), loader, subject.numpy(), x, subject.numpy(), epochs=1, blr=blr,
+                                warmup_epochs=0, weight_decay=wd, seed=seed, device=torch.device("cpu"))
+    lr = 0.1
+    w0 = torch.empty(2, 2).uniform_(-2 ** -0.5, 2 ** -0.5, generator=torch.Generator().manual_seed(seed))
+    target = torch.eye(2)
+    g = (torch.sigmoid(x @ w0.T) - target).T @ x / 4  # mean over 2 frames x 2 classes
+    want = w0 * (1 - lr * wd) - lr * g / (g.abs() + 1e-8)
+    torch.testing.assert_close(weight, want)
+    assert acc == [float(((x @ want.T).argmax(1) == torch.arange(2)).float().mean())]
+
+
+def test_release_probe_reports_every_epoch_and_learns_separable_identities():
+    gen = torch.Generator().manual_seed(0)
+    subjects = np.repeat(np.arange(5), 30)
+    feats = torch.randn(5, 16, generator=gen)[subjects] * 3 + 0.3 * torch.randn(150, 16, generator=gen)
+    tr = np.tile(np.arange(30) < 20, 5)
+
+    def run(train_subjects):
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(
+            feats[tr], torch.zeros(int(tr.sum())), torch.tensor(train_subjects)), batch_size=10, shuffle=True)
+        return release_probe(_Identity(), loader, train_subjects, feats[~tr], subjects[~tr], epochs=8, blr=0.5 * 256 / 10,
+                             warmup_epochs=1, weight_decay=0.05, seed=0, device=torch.device("cpu"))[0]
+
+    acc = run(subjects[tr])
+    assert len(acc) == 8 and max(acc) > 0.95
+    assert max(run(np.random.default_rng(0).permutation(subjects[tr]))) < 0.5  # shuffled identities: near chance (0.2)
+
+
+def test_sequence_split_tests_on_sequences_the_probe_never_saw():
+    index = pd.DataFrame({"subject": ["A"] * 40 + ["B"] * 20 + ["C"] * 5, "key": [f"k{i}" for i in range(65)],
+                          "sequence": ["T1"] * 10 + ["T2"] * 10 + ["T3"] * 10 + ["T4"] * 10 + ["T1"] * 10 + ["T2"] * 10 + ["T1"] * 5})
+    split = sequence_split(index, 14, 6, seed=0)
+    for subject in ("A", "B"):
+        train = set(split.train[split.train.subject == subject].sequence)
+        test = set(split.test[split.test.subject == subject].sequence)
+        assert train and test and not train & test
+    assert (split.train.subject == "A").sum() == 14 and (split.test.subject == "A").sum() == 6
+    assert (split.train.subject == "B").sum() == 10 and (split.test.subject == "B").sum() == 6
+    assert split.skipped == ("C",)
+
+
+def test_strong_probe_picks_its_lr_on_training_frames_only():
+    gen = torch.Generator().manual_seed(1)
+    subjects = np.repeat(np.arange(8), 25)
+    feats = torch.randn(8, 24, generator=gen)[subjects] * 2 + torch.randn(200, 24, generator=gen)
+    tr = np.tile(np.arange(25) < 18, 8)
+    out = strong_probe(feats[tr], subjects[tr], feats[~tr], subjects[~tr], (1e-3, 1e-2, 1e-1), 30, 32, 0.2, 0)
+    assert out["top1"] > 0.9 and set(out["val_top1"]) == {"0.001", "0.01", "0.1"}
+    shuffled = strong_probe(feats[tr], subjects[tr], feats[~tr], np.random.default_rng(0).permutation(subjects[~tr]),
+                            (1e-3, 1e-2, 1e-1), 30, 32, 0.2, 0)
+    assert shuffled["lr"] == out["lr"] and shuffled["val_top1"] == out["val_top1"] and shuffled["top1"] < 0.4
+    noise = torch.randn(200, 24, generator=gen)
+    assert strong_probe(noise[tr], subjects[tr], noise[~tr], subjects[~tr], (1e-3, 1e-2), 30, 32, 0.2, 0)["top1"] < 0.35

@@ -23,7 +23,7 @@ from torch import nn
 from pipeline.au.metrics import auc_per_au
 from pipeline.evaluate.probe import linear_probe
 from pipeline.finetune.train import au_loss, id_loss
-from pipeline.models.au_detector import GRL
+from pipeline.models.au_detector import GRL, dann_ramp
 
 SUBJECTS, AUS, PER_SUBJECT = 10, 3, 90
 ID_DIMS, NOISE, ID_SCALE = 8, 0.3, 3.0
@@ -94,3 +94,26 @@ def test_gradient_reversal_defeats_the_identity_head_and_keeps_the_aus(cooperati
     assert adversarial["id_head"] < chance + 0.15, adversarial  # the encoder beats its adversary
     assert cooperative["id_head"] - adversarial["id_head"] > 0.6
     assert adversarial["auc"] > 0.9, adversarial  # while the AUs stay detectable
+
+
+def test_dann_ramp_values():
+    assert dann_ramp(0.0) == 0.0
+    assert dann_ramp(0.5) == pytest.approx(2 / (1 + np.exp(-5)) - 1) and dann_ramp(0.5) == pytest.approx(0.98661, abs=1e-5)
+    assert dann_ramp(1.0) == pytest.approx(0.9999092, abs=1e-7)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "ramp"])
+def test_the_objective_schedules_the_reversal_scale(schedule):
+    from pipeline.finetune.train import AUObjective
+    from pipeline.models.au_detector import AUDetector
+
+    model = AUDetector("vit_tiny_patch16_224", 3, 5, 2.0, img_size=32)
+    objective = AUObjective(2.0, "bce", schedule)
+    for progress in (0.0, 0.5, 1.0):
+        objective.on_step(model, progress)
+        want = 2.0 if schedule == "constant" else 2.0 * dann_ramp(progress)
+        assert model.grl.lambda_ == pytest.approx(want) and objective.current == pytest.approx(want)
+    x = torch.ones(2, 4, requires_grad=True)
+    objective.on_step(model, 0.5)
+    model.grl(x).sum().backward()  # the reversal scales the backward pass by the scheduled lambda
+    assert torch.allclose(x.grad, torch.full_like(x, -model.grl.lambda_))

@@ -41,6 +41,9 @@ class FERObjective:
         loss = F.cross_entropy(out[0].float(), y, label_smoothing=self.label_smoothing)
         return loss, (loss.detach() * len(y)).reshape(1)
 
+    def on_step(self, model, progress: float) -> None:
+        pass  # no schedule
+
     def probs(self, out) -> torch.Tensor:
         return torch.softmax(out[0].float(), dim=-1)
 
@@ -98,7 +101,7 @@ def finetune(params: Params, name: str, data_dir: Path, live=None, resume: Path 
     model = build_model(params, n_classes).to(ctx.device)
     report = load_backbone(model, cfg.init)
     size = params.model.img_size
-    train_set = dataset(data_dir, parts["train"], train_transform(size, cfg.min_crop_scale, cfg.rand_augment, cfg.erase_prob))
+    train_set = dataset(data_dir, parts["train"], train_transform(size, cfg.min_crop_scale, cfg.rand_augment, cfg.erase_prob, cfg.augment))
     evals = {k: dataset(data_dir, parts[k], eval_transform(size)) for k in ("val", "test")}
     weights = None
     if cfg.balanced:

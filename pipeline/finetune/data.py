@@ -35,10 +35,15 @@ def _posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
 
 
 def train_transform(size: int, min_crop_scale: float = 0.08, rand_augment: str = "rand-m9-mstd0.5-inc1",
-                    erase_prob: float = 0.25):
-    """RandomResizedCrop(min_crop_scale-1, bicubic) + flip + RandAugment + RandomErasing (pixel); the
-    defaults are the paper's (the released code's MAE finetuning recipe). ``rand_augment=""`` means
-    no photometric augmentation at all (timm would otherwise put its colour jitter in its place)."""
+                    erase_prob: float = 0.25, augment: str = "paper"):
+    """``augment="paper"``: RandomResizedCrop(min_crop_scale-1, bicubic) + flip + RandAugment +
+    RandomErasing (pixel); the defaults are the paper's (the released code's MAE finetuning recipe).
+    ``rand_augment=""`` means no photometric augmentation at all (timm would otherwise put its colour
+    jitter in its place). ``augment="flip"``: the evaluation resize and a horizontal flip, nothing else
+    (the other arguments are unused): the crops stay aligned, which a small ViT on little data needs."""
+    if augment == "flip":
+        return T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(),
+                          T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     from timm.data import auto_augment
 
     for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):

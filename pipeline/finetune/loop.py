@@ -52,6 +52,9 @@ class Objective(Protocol):
     def loss(self, out, y: torch.Tensor, subject: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the loss to minimise, sums over the batch of each of ``fields``)."""
 
+    def on_step(self, model: torch.nn.Module, progress: float) -> None:
+        """Called before every optimiser step with the share of training done (0 to 1): schedules."""
+
     def probs(self, out) -> torch.Tensor:
         """Class or AU probabilities of a model output."""
 
@@ -115,6 +118,7 @@ def train(model: torch.nn.Module, train_set: Dataset, evals: dict[str, Dataset],
         for i, (x, y, subject) in enumerate(tqdm(loader, desc=f"{name} epoch {epoch + 1}/{recipe.epochs}",
                                                  disable=not ctx.is_main, mininterval=5)):
             sched.step_update(epoch * steps + i)
+            objective.on_step(model, (epoch * steps + i) / (steps * recipe.epochs))
             x, y, subject = (t.to(ctx.device, non_blocking=True) for t in (x, y, subject))
             with autocast(ctx.device):
                 out = net(x)

@@ -1,5 +1,6 @@
-"""Stage ``finetune`` (``finetune@<dataset>-<fold>``, with IAT) and ``finetune_fmae`` (the plain
-FMAE baseline, no identity head): one subject-exclusive fold per DVC matrix instance.
+"""Stage ``finetune`` (``finetune@<dataset>-<fold>``, with IAT), ``finetune_fmae`` (the plain FMAE
+baseline, no identity head) and ``finetune_random`` (the same from random weights: what pretraining
+adds): one subject-exclusive fold per DVC matrix instance.
 
 ``fmae finetune --dataset bp4d --fold 1 [--variant fmae]``; N GPUs: ``torchrun --nproc-per-node N
 -m pipeline finetune --dataset bp4d --fold 1``. Writes ``models/au/<variant>/<dataset>/fold<k>/``:
@@ -36,12 +37,15 @@ CODE = ("pipeline/finetune", "pipeline/models", "pipeline/au", "pipeline/data", 
         "pipeline/distributed.py", "pipeline/config.py", "pipeline/provenance.py")
 
 
-def check_inputs(params: Params, dataset: str, data_root: Path = DATA) -> None:
-    """The prepared crops and the initial weights exist; a one-line :class:`UserError` otherwise."""
+def check_inputs(params: Params, dataset: str, data_root: Path = DATA, need_init: bool = True) -> None:
+    """The prepared crops and (unless ``need_init`` is false) the initial weights exist; a one-line
+    :class:`UserError` otherwise."""
     index = data_root / dataset / "index.parquet"
     if not index.is_file():
         raise UserError(f"{index} missing: prepare the dataset first with `fmae prepare --dataset {dataset}` "
                         f"(or `dvc repro prepare@{dataset}`)")
+    if not need_init:
+        return
     init = init_path(params.finetune.init)
     if init == PRETRAINED and not init.is_file():
         raise UserError(f"{PRETRAINED} missing (finetune.init): run `dvc repro pretrain` first, "
@@ -59,7 +63,7 @@ def run(params: Params, dataset: str | None = None, fold: int | None = None, var
         data_root: Path = DATA, out_root: Path = OUT, live_root: Path = LIVE) -> dict | None:
     if dataset is None or fold is None:
         raise ConfigError("--dataset/--fold", (dataset, fold), "both, e.g. fmae finetune --dataset bp4d --fold 1", "command line")
-    check_inputs(params, dataset, data_root)  # before anything is written (the dvclive folder included)
+    check_inputs(params, dataset, data_root, need_init=variant != "random")  # before anything is written (dvclive's folder too)
     job = Run(dataset, fold, variant)
     is_main = int(os.environ.get("RANK", "0")) == 0
     live = None

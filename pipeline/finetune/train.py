@@ -30,10 +30,10 @@ import torch.nn.functional as F
 
 from .. import distributed
 from ..au.folds import AUS, subjects
-from ..au.metrics import best_threshold, f1_per_au
+from ..au.metrics import auc_per_au, best_threshold, f1_per_au
 from ..config import Params
 from ..models import checkpoint
-from ..models.au_detector import AUDetector
+from ..models.au_detector import AUDetector, dann_ramp
 from . import loop
 from .data import Crops, eval_transform, fold_parts, train_transform
 
@@ -41,11 +41,14 @@ log = logging.getLogger(__name__)
 PRETRAINED = Path("models/fmae/fmae.pth")
 
 
+VARIANTS = ("fmae", "iat", "random")  # plain FMAE, FMAE-IAT, plain FMAE from random weights
+
+
 @dataclass(frozen=True)
 class Run:
     dataset: str
     fold: int
-    variant: str  # "iat" (iat.lambda from params) or "fmae" (no identity head)
+    variant: str  # "iat" (iat.lambda from params), "fmae" (no identity head) or "random" (fmae from random weights)
 
     @property
     def name(self) -> str:
@@ -87,13 +90,25 @@ def load_backbone(model: AUDetector, init: str) -> checkpoint.LoadReport:
     return report
 
 
+def _nanmean(values: np.ndarray) -> float:
+    """Mean over the AUs that have an AUC (NaN when none has)."""
+    known = values[~np.isnan(values)]
+    return float(known.mean()) if len(known) else float("nan")
+
+
 class AUObjective:
     """Multi-label AU detection: the masked BCE of the AU head plus, behind the gradient reversal, the
     identity loss; an epoch is scored by the mean F1 over AUs at its best global threshold."""
 
-    def __init__(self, lambda_: float, id_loss_kind: str):
-        self.lambda_, self.id_loss_kind = lambda_, id_loss_kind
+    def __init__(self, lambda_: float, id_loss_kind: str, schedule: str = "constant"):
+        self.lambda_, self.id_loss_kind, self.schedule = lambda_, id_loss_kind, schedule
         self.fields = ("au_loss", "id_loss", "id_train_accuracy") if lambda_ else ("au_loss",)
+        self.current = lambda_  # the reversal scale of the last step
+
+    def on_step(self, model: AUDetector, progress: float) -> None:
+        """``ramp``: the gradient reversal's scale follows DANN's schedule up to ``lambda_``."""
+        if self.lambda_ and self.schedule == "ramp":
+            self.current = model.grl.lambda_ = self.lambda_ * dann_ramp(progress)
 
     def loss(self, out, y: torch.Tensor, subject: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         au_logits, id_logits = out
@@ -110,18 +125,22 @@ class AUObjective:
 
     def score(self, labels: np.ndarray, probs: np.ndarray, split: str) -> tuple[float, dict, dict]:
         thr, f1_best = best_threshold(labels, probs)
-        return f1_best, {"threshold": thr}, {f"{split}_f1": float(f1_per_au(labels, probs).mean()),
-                                             f"{split}_f1_best_threshold": f1_best, f"{split}_threshold": thr}
+        figures = {f"{split}_f1": float(f1_per_au(labels, probs).mean()), f"{split}_f1_best_threshold": f1_best,
+                   f"{split}_threshold": thr, f"{split}_auc": _nanmean(auc_per_au(labels, probs))}
+        if self.lambda_:
+            figures["grl_lambda"] = self.current  # at the epoch's last step
+        return f1_best, {"threshold": thr}, figures
 
 
 def fingerprint(params: Params, run: Run, data_dir: Path, lambda_: float, world_size: int) -> str:
     """What a resume file must share with this run: model, recipe, identity head, fold, the frame
     index (labels and unknown policy included) and the initial weights (path, size, mtime)."""
     p = params.to_dict()
-    recipe = {k: v for k, v in p["finetune"].items() if k != "workers"}
+    recipe = {k: v for k, v in p["finetune"].items() if k not in ("workers", "datasets", "folds", "random_folds")}
+    iat = {k: v for k, v in p["iat"].items() if k != "folds"} if lambda_ else None
     init = init_path(params.finetune.init)
-    stat = init.stat() if init.is_file() else None
-    blob = json.dumps([p["model"], recipe, p["iat"] if lambda_ else None, lambda_, run.dataset, run.fold, run.variant,
+    stat = init.stat() if init.is_file() and run.variant != "random" else None
+    blob = json.dumps([p["model"], recipe, iat, lambda_, run.dataset, run.fold, run.variant,
                        hashlib.sha256((data_dir / "index.parquet").read_bytes()).hexdigest(),
                        [str(init), stat.st_size, stat.st_mtime_ns] if stat else str(init), world_size], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -148,12 +167,12 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None, resume: Path |
             raise ValueError(f"{data_dir}: fold {run.fold} has no {name} frames (subjects present: {index.subject.nunique()})")
     torch.manual_seed(cfg.seed)
     model = build_model(params, run.dataset, lambda_).to(ctx.device)
-    report = load_backbone(model, cfg.init)
+    report = checkpoint.LoadReport() if run.variant == "random" else load_backbone(model, cfg.init)
     size = params.model.img_size
     train_set = Crops(data_dir, parts["train"], run.dataset,
-                      train_transform(size, cfg.min_crop_scale, cfg.rand_augment, cfg.erase_prob))
+                      train_transform(size, cfg.min_crop_scale, cfg.rand_augment, cfg.erase_prob, cfg.augment))
     evals = {k: Crops(data_dir, parts[k], run.dataset, eval_transform(size)) for k in ("val", "test")}
-    result = loop.train(model, train_set, evals, AUObjective(lambda_, params.iat.id_loss), recipe(cfg), ctx,
+    result = loop.train(model, train_set, evals, AUObjective(lambda_, params.iat.id_loss, params.iat.schedule), recipe(cfg), ctx,
                         fingerprint(params, run, data_dir, lambda_, ctx.world_size), f"{run.variant} {run.name}",
                         live, resume, stop_after)
     if result is None:

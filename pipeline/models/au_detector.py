@@ -8,6 +8,8 @@ It *is* a timm ``VisionTransformer`` (``global_pool='avg'``), so timm's layer-de
 
 from __future__ import annotations
 
+import math
+
 import timm
 import torch
 from timm.layers import trunc_normal_
@@ -28,8 +30,15 @@ class GradientReversal(torch.autograd.Function):
         return -ctx.lambda_ * grad, None
 
 
+def dann_ramp(progress: float) -> float:
+    """DANN's adaptation factor 2 / (1 + exp(-10 p)) - 1 at training progress p in [0, 1] (Ganin et al.,
+    JMLR 2016): 0 at the start, 0.987 at p = 0.5, 0.99991 at the end."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+
+
 class GRL(nn.Module):
-    """Gradient reversal with a constant scale (the paper uses no schedule)."""
+    """Gradient reversal; ``lambda_`` is constant (the release) unless the training loop sets it per step
+    (``iat.schedule: ramp``)."""
 
     def __init__(self, lambda_: float):
         super().__init__()
