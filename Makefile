@@ -1,13 +1,15 @@
 # Two commands set everything up on a fresh machine with Python 3.11 and pip:
 #   make demo   create .venv, install the project, run the whole pipeline on the embedded demo
+#               (its learning configuration, params.yaml: about an hour on 2 CPU cores)
 #   make test   create .venv if missing, run the test suite
+# make demo-fast runs every stage in minutes (the params-fast.yaml overlay), learning nothing.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test test-fast test-mutations learning-demo install clean-demo
+.PHONY: demo demo-fast summary test test-fast test-mutations install clean-demo
 
 install: $(STAMP)
 
@@ -20,12 +22,20 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	dvc repro
+	@$(MAKE) --no-print-directory summary
+
+demo-fast: $(STAMP)  # every stage on a small world (~10 minutes): the params-fast.yaml overlay as a DVC experiment
+	fmae overlay params-fast.yaml
+	@$(MAKE) --no-print-directory summary
+	@echo "  (params.yaml now holds the fast values: git checkout params.yaml, or dvc exp apply, to go back)"
+
+summary:
 	@echo
-	@echo "Done. Results:"
-	@echo "  data/raw/                 the synthetic world (sources/, au/, truth/)"
-	@echo "  reports/synth_aus.png     AUs x identities contact sheet"
-	@echo "  data/face9m/shards/        Face9M WebDataset shards (reports/curation_samples.png)"
-	@echo "  dvc metrics show          per-source curation counts (source .venv/bin/activate first)"
+	@echo "Done. Results (source .venv/bin/activate first):"
+	@echo "  fmae results              test F1 / AUC of FMAE, FMAE-IAT and random init; the three identity probes"
+	@echo "  dvc metrics show          every metric (metrics/au.json, fer.json, pretrain.json, curation.json)"
+	@echo "  reports/au.md             the paper's tables with this run's numbers; plots/evaluate/ its figures"
+	@echo "  data/raw/                 the synthetic world (reports/synth_aus.png: AUs x identities)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -36,8 +46,6 @@ test-fast: $(STAMP)  # the unit tests only (a few minutes): what to run while ed
 test-mutations: $(STAMP)  # the end-to-end learning tests (AU, FER) against three broken pipelines (~8 minutes)
 	$(BIN)/python -m pytest --mutations tests/test_learning.py tests/test_fer.py -k "mutation or unseen or majority"
 
-learning-demo: $(STAMP)  # MAE on 8,000 synthetic faces, FMAE on 3 BP4D folds, random init and IAT on fold 1 (~50 min on 2 cores)
-	$(BIN)/python benchmarks/learning_demo.py
 
 clean-demo:
 	rm -rf data models dvclive

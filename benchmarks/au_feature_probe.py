@@ -21,10 +21,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from au_learnability import tensors
 from pipeline.config import load_params
-from pipeline.finetune.data import fold_parts
+from pipeline.finetune.data import Crops, eval_transform, fold_parts
 from pipeline.finetune.train import build_model, load_backbone
+
+
+def tensors(folder: Path, part: pd.DataFrame, dataset: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fold part's crops (test transform) and labels, in memory."""
+    crops = Crops(folder, part, dataset, eval_transform(size))
+    return torch.stack([crops[i][0] for i in range(len(crops))]), crops.labels
 
 
 @torch.no_grad()

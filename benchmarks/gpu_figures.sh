@@ -2,10 +2,10 @@
 # The GPU figures the README reports, in one pass (about 9 minutes on one H200):
 #   1. model_step.py: bf16 img/s, counted FLOPs and MFU of MAE pretraining (ViT-B/L, decoder 512x8x16),
 #      AU finetuning with IAT (ViT-L, the paper's batch 64) and AU prediction (ViT-B/L), eager and compiled;
-#   2. the learning demo (benchmarks/learning_demo.py, default settings) end to end on the GPU,
-#      for as long as the deadline leaves.
+#   2. the demo's learning configuration (params.yaml) end to end through the DVC stages (`dvc repro`)
+#      on the GPU, for as long as the deadline leaves; the log stamps each stage's start.
 # Usage: benchmarks/gpu_figures.sh [OUT_DIR] [SECONDS]   (defaults: $OUT or ./gpu_figures, 560 s)
-# Each figure lands in OUT_DIR as it is made (model_step.jsonl, *.log, learning_demo/*), so a run cut
+# Each figure lands in OUT_DIR as it is made (model_step.jsonl, *.log, the metrics), so a run cut
 # short still returns what it measured.
 set -u
 out=${1:-${OUT:-gpu_figures}}
@@ -32,11 +32,11 @@ step 60  --task predict --model vit_base_patch16_224 --batch 256
 step 60  --task mae --model vit_tiny_patch16_224 --img-size 112 --decoder 128,2,4 --batch 64  # the demo's MAE
 
 left=$((deadline - SECONDS - 20))
-echo "== learning demo, $left s left"
+echo "== dvc repro (the learning configuration), $left s left"
 if [ "$left" -gt 60 ]; then
-  timeout "$left" $python benchmarks/learning_demo.py --out "$out/learning_demo" --metrics '' --figure '' \
-    2>&1 | tee "$out/learning_demo.log" | grep -v "^ *epoch" | tail -25
-  rm -f "$out"/learning_demo/*.npy "$out"/learning_demo/*.npz "$out"/learning_demo/*.pth  # too big to bring back
+  timeout "$left" $python -m dvc repro 2>&1 | while IFS= read -r line; do printf '%s %s\n' "$(date +%T)" "$line"; done \
+    | tee "$out/repro.log" | grep -E "Running stage|EXIT|rror" | tail -40
+  cp -r metrics "$out/" 2>/dev/null
 fi
 $python - "$out/model_step.jsonl" <<'EOF'
 import json, sys

@@ -3,6 +3,7 @@ import re
 import pytest
 import yaml
 
+from pipeline import overlay
 from pipeline.config import ConfigError, load_params, params_from_dict, require_dir
 from tests.conftest import ROOT
 
@@ -94,21 +95,60 @@ def test_every_key_in_params_yaml_has_a_comment():
     assert not undocumented, undocumented
 
 
-def test_params_paper_holds_the_papers_settings_and_every_key():
-    """params-paper.yaml is a complete, valid params file (same keys) with the paper's sizes and recipe."""
-    paper = load_params(ROOT / "params-paper.yaml")
+def overlaid(name: str):
+    """params.yaml with the overlay ``name`` applied (each key checked to exist)."""
+    return load_params(ROOT / "params.yaml", overlay.read(ROOT / name, ROOT / "params.yaml"))
+
+
+def test_params_paper_overlay_yields_the_papers_settings():
+    paper = overlaid("params-paper.yaml")
     assert (paper.model.name, paper.model.img_size) == ("vit_large_patch16_224", 224)
     assert (paper.pretrain.decoder_dim, paper.pretrain.decoder_depth, paper.pretrain.decoder_heads) == (512, 8, 16)
-    assert (paper.pretrain.epochs, paper.pretrain.blr, paper.pretrain.mask_ratio) == (50, 1.5e-4, 0.75)
+    assert (paper.pretrain.epochs, paper.pretrain.blr, paper.pretrain.mask_ratio, paper.pretrain.batch_size) == (50, 1.5e-4, 0.75, 128)
     assert (paper.finetune.epochs, paper.finetune.batch_size, paper.finetune.blr, paper.finetune.layer_decay) == (30, 64, 5e-4, 0.65)
-    assert paper.iat.lambda_ == 2.0
-    assert paper.au.frame_step == 1 and paper.au.box_margin == 0.05
+    assert (paper.finetune.augment, paper.finetune.min_crop_scale, paper.finetune.rand_augment, paper.finetune.erase_prob) == \
+        ("paper", 0.08, "rand-m9-mstd0.5-inc1", 0.25)
+    assert paper.finetune.folds == paper.iat.folds == paper.finetune.random_folds == (1, 2, 3)
+    assert paper.iat.lambda_ == 2.0 and paper.iat.schedule == "constant"
+    assert paper.au.frame_step == 1 and paper.au.box_margin == 0.05 and paper.au.crop_size == paper.curate.image_size == 224
+    r = paper.evaluate.release_probe  # the released probe (its finetuning script's defaults)
+    assert (paper.evaluate.probe_train_frames, paper.evaluate.probe_test_frames, r.epochs, r.blr, r.batch_size) == (70, 30, 20, 5e-4, 32)
 
-    def keys(tree, prefix=""):
-        return {f"{prefix}{k}" for k in tree} | {x for k, v in tree.items() if isinstance(v, dict)
-                                                 for x in keys(v, f"{prefix}{k}.")}
-    demo, real = (yaml.safe_load((ROOT / name).read_text()) for name in ("params.yaml", "params-paper.yaml"))
-    assert keys(demo) == keys(real)
+
+def test_params_fast_overlay_yields_the_fast_configuration():
+    """The README's fast configuration: a small world, a short MAE, 4 epochs of the paper's recipe, every
+    variant on few folds; the learning one (params.yaml) pretrains ~30x longer on ~9x the faces."""
+    fast, learn = overlaid("params-fast.yaml"), load_params(ROOT / "params.yaml")
+    assert fast.synth.sources.umdfaces.images == 100 and learn.synth.sources.umdfaces.images == 8000
+    assert (fast.synth.au.bp4d.tasks, fast.au.frame_step, learn.synth.au.bp4d.tasks, learn.au.frame_step) == (2, 8, 8, 4)
+    assert (fast.pretrain.epochs, fast.pretrain.batch_size, learn.pretrain.epochs, learn.pretrain.batch_size) == (16, 32, 28, 64)
+    assert (fast.finetune.epochs, fast.finetune.augment, learn.finetune.epochs, learn.finetune.augment) == (4, "paper", 12, "flip")
+    assert fast.iat.folds == (1, 2, 3) and learn.iat.folds == learn.finetune.random_folds == fast.finetune.random_folds == (1,)
+    assert learn.finetune.folds == (1, 2, 3) and learn.model == fast.model  # the same ViT-Ti at 112 px
+    assert learn.finetune.blr * learn.finetune.batch_size / 256 == pytest.approx(1e-3)  # lr 1e-3
+
+
+@pytest.mark.parametrize("name", ["params-fast.yaml", "params-paper.yaml"])
+def test_an_overlay_names_only_keys_that_differ_and_dvc_applies_it_as_written(name, tmp_path):
+    from dvc.utils.hydra import apply_overrides
+
+    flat = overlay.read(ROOT / name, ROOT / "params.yaml")
+    shipped = overlay.leaves(_raw())
+    assert [k for k, v in flat.items() if shipped[k] == v] == []  # nothing restated
+    copy = tmp_path / "params.yaml"
+    copy.write_text((ROOT / "params.yaml").read_text())
+    apply_overrides(copy, overlay.set_args(flat)[1::2])  # what `dvc exp run -S ...` does to params.yaml
+    assert load_params(copy) == load_params(ROOT / "params.yaml", flat)
+
+
+def test_an_overlay_key_params_yaml_lacks_is_one_line_naming_it(tmp_path):
+    bad = tmp_path / "over.yaml"
+    bad.write_text("finetune: {epochz: 3}\n")
+    with pytest.raises(ConfigError, match=r"over.yaml: finetune.epochz = 3: expected a key of .*params.yaml"):
+        overlay.read(bad, ROOT / "params.yaml")
+    bad.write_text("finetune: {epochs: 0}\n")
+    with pytest.raises(ConfigError, match=r"over.yaml over .*params.yaml: finetune.epochs = 0: expected an integer >= 1"):
+        overlay.read(bad, ROOT / "params.yaml")
 
 
 def test_the_tests_base_params_have_the_shipped_keys():

@@ -30,7 +30,7 @@ from pipeline.curate.sources.base import make_key
 from pipeline.curate.stage import KILL_AFTER_SHARDS, curate, read_keys
 from pipeline.synth import sources as synth_sources
 from pipeline.synth.stage import source_root
-from tests.conftest import NAMES, PARAMS, ROOT, curate_overrides
+from tests.conftest import NAMES, PARAMS, curate_overrides
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pipeline.au.prepare import prepare
 from pipeline.config import load_params
 from pipeline.faces.detect import FaceDetector, describe
 
-from .conftest import PARAMS, ROOT
+from .conftest import PARAMS
 from .real_faces import FACE, VIDEO_FRAMES, iou, portrait, video_frame
 
 

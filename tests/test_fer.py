@@ -17,7 +17,7 @@ from pipeline.fer.metrics import scores
 from pipeline.fer.readers import read_affectnet, read_labels_csv, read_rafdb
 from pipeline.synth import fer_datasets
 
-from .conftest import PARAMS, ROOT, TINY
+from .conftest import PARAMS, TINY
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pipeline.models.au_detector import GRL, AUDetector
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.optim import adamw
 
-from .conftest import PARAMS, ROOT, TINY, TINY_STAGES
+from .conftest import PARAMS, TINY, TINY_STAGES
 
 
 def detector(lambda_=2.0, layers=1):

@@ -28,7 +28,7 @@ from pipeline.au.metrics import auc_per_au
 from pipeline.config import load_params
 from pipeline.models import checkpoint
 
-from .conftest import PARAMS, ROOT, TINY
+from .conftest import PARAMS, TINY
 
 MARGIN = 0.64  # mean test AUC the working pipeline clears and each mutation stays below
 COLUMNS = [f"au{a}" for a in AUS["bp4d"]]

@@ -18,7 +18,7 @@ from pipeline.au.folds import AUS, subjects
 from pipeline.au.labels import UNKNOWN
 from pipeline.finetune.data import Crops, eval_transform
 
-from .conftest import PARAMS, ROOT, TINY, TINY_STAGES
+from .conftest import PARAMS, TINY, TINY_STAGES
 
 DATASETS = ("bp4d", "bp4dplus", "disfa")
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..config import ConfigError, InputError, Params
 from ..data.shards import write_indexed_shards
 from ..faces import detect
@@ -36,7 +36,7 @@ from .labels import apply_policy, au_columns, read_dataset
 OUT = Path("data/au")
 SHARD_SIZE = 1000
 JPEG_QUALITY = 95
-CODE = ("pipeline/au", "pipeline/faces", "pipeline/config.py", "pipeline/provenance.py")
+CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 log = logging.getLogger(__name__)
 
 

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..config import MissingInput, Params, UserError
 from . import plan as planning
 from .cluster import ray_session
@@ -47,8 +47,7 @@ log = logging.getLogger(__name__)
 OUT = Path("data/face9m")
 METRICS = Path("metrics/curation.json")
 SAMPLES = Path("reports/curation_samples.png")
-PACKAGE = Path(__file__).resolve().parents[1]
-CODE = (PACKAGE / "curate", PACKAGE / "provenance.py")
+CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 CHUNK = 1024  # most images per fingerprint task
 
 

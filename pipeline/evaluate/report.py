@@ -94,7 +94,7 @@ def _change(delta: float, what: str) -> str:
 def findings(m: dict) -> list[str]:
     """Plain statements of what the numbers say on this run, whichever way they come out."""
     floor = m["fmae"]["f1_constant_mean"]
-    out = [f"- Test F1 (mean over AUs and each variant's folds): " + ", ".join(
+    out = ["- Test F1 (mean over AUs and each variant's folds): " + ", ".join(
         f"{LABELS[v]} {_pct(m[v]['f1_mean'])} (AUC {_pct(m[v]['auc_mean'])}, folds {_folds(m[v])})" for v in VARIANTS)
         + f"; all-positive predictor {_pct(floor)}."]
     for v, what in (("iat", "IAT"), ("random", "Starting from random weights instead of the pretrained encoder")):

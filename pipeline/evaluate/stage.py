@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..au.folds import AUS
 from ..config import MissingInput, Params
 from ..au.labels import au_columns
@@ -50,8 +50,7 @@ PLOTS = Path("plots/evaluate")
 TABLES = Path("reports/evaluate")
 REPORT = Path("reports/au.md")
 STAGES = {"fmae": "finetune_fmae", "iat": "finetune", "random": "finetune_random"}
-CODE = ("pipeline/evaluate", "pipeline/finetune", "pipeline/models", "pipeline/au", "pipeline/data",
-        "pipeline/config.py", "pipeline/provenance.py")
+CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 
 
 @dataclass(frozen=True)

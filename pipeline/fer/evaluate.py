@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..config import Params, UserError
 
 MODELS = Path("models/fer")
@@ -24,7 +24,7 @@ PLOTS = Path("plots/fer")
 REPORT = Path("reports/fer.md")
 NAMES = {"rafdb": "RAF-DB", "affectnet": "AffectNet", "custom": "labels.csv"}
 PAPER = {"rafdb": 93.45, "affectnet": 64.79}  # FMAE (ViT-L), Table 4 of arXiv 2407.11243, accuracy %
-CODE = ("pipeline/fer", "pipeline/config.py", "pipeline/provenance.py")
+CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 
 
 def collect(params: Params, models: Path = MODELS) -> dict[str, dict]:

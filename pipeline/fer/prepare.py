@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..config import ConfigError, Params
 from ..data.shards import write_indexed_shards
 from ..curate.images import Rejected, encode_jpeg, load_face_bgr, probe
@@ -34,7 +34,7 @@ OUT = Path("data/fer")
 SHARD_SIZE = 1000
 JPEG_QUALITY = 95
 CHUNK = 64
-CODE = ("pipeline/fer", "pipeline/faces", "pipeline/data", "pipeline/config.py", "pipeline/provenance.py")
+CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 log = logging.getLogger(__name__)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..config import ConfigError, Params, UserError
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..models import checkpoint
@@ -28,8 +28,7 @@ OUT = Path("models/fer")
 LIVE = Path("dvclive/fer")
 RESUME = "resume.pth"
 FORMAT = "fmae-fer-classifier/1"
-CODE = ("pipeline/fer", "pipeline/finetune", "pipeline/models", "pipeline/data", "pipeline/optim.py",
-        "pipeline/distributed.py", "pipeline/config.py", "pipeline/provenance.py")
+CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 
 
 def inference_record(params: Params, dataset: str, classes: list[str]) -> dict:

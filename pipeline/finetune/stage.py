@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..au.folds import AUS
 from ..au.labels import au_columns
 from ..au.metrics import auc_per_au, f1_per_au
@@ -33,8 +33,7 @@ DATA = Path("data/au")
 OUT = Path("models/au")
 LIVE = Path("dvclive/finetune")
 RESUME = "resume.pth"
-CODE = ("pipeline/finetune", "pipeline/models", "pipeline/au", "pipeline/data", "pipeline/optim.py",
-        "pipeline/distributed.py", "pipeline/config.py", "pipeline/provenance.py")
+CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 
 
 def check_inputs(params: Params, dataset: str, data_root: Path = DATA, need_init: bool = True) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..config import ConfigError, UserError
 from ..faces import detect
 from ..models import au_checkpoint, checkpoint, fer_checkpoint
@@ -26,7 +26,7 @@ from .annotate import Annotator
 from .engine import UNREADABLE, Ensemble, ExpressionEnsemble, Timings, predict
 from .plot import plot_timeline
 
-CODE = ("pipeline/predict", "pipeline/faces", "pipeline/models", "pipeline/finetune/data.py")
+CODE = stage_code.closure(__name__)  # the sources predict can run, recorded with its outputs
 SUFFIXES = (".csv", ".parquet")
 log = logging.getLogger(__name__)
 

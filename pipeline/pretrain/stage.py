@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..config import ConfigError, Params
 from ..data.shards import read_shard_set
 from .train import pretrain
@@ -24,8 +24,7 @@ SHARDS = Path("data/face9m/shards")
 OUT = Path("models/fmae")
 LIVE = Path("dvclive/pretrain")
 METRICS = Path("metrics/pretrain.json")
-CODE = ("pipeline/pretrain", "pipeline/models", "pipeline/data", "pipeline/optim.py", "pipeline/distributed.py",
-        "pipeline/config.py", "pipeline/provenance.py")
+CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 
 log = logging.getLogger(__name__)
 

@@ -29,15 +29,14 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from .. import provenance
+from .. import provenance, stage_code
 from ..config import AU_DATASETS, SOURCE_NAMES, Params, SynthConfig
 from . import au_datasets, fer_datasets, sources
 from .contact_sheet import write_sheets
 
 log = logging.getLogger(__name__)
 REPORTS = Path("reports")
-PACKAGE = Path(__file__).resolve().parents[1]
-CODE = (PACKAGE / "synth", PACKAGE / "au" / "folds.py", PACKAGE / "config.py", PACKAGE / "provenance.py")
+CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 # Every file of the world gets this mtime (2023-11-14), as reproducible builds do with
 # SOURCE_DATE_EPOCH: the scan manifest records mtimes, and a re-synthesised identical world
 # must give an identical manifest so that curation stays cached.

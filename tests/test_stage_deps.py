@@ -1,0 +1,56 @@
+"""Every module a stage can run is one of its DVC dependencies, so a code change re-runs the stage."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipeline import stage_code
+from pipeline.cli import STAGES
+
+from .conftest import ROOT
+
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def missing_deps(stage: str, spec: dict) -> list[str]:
+    """The entry module's closure files (empty package ``__init__`` files aside) no dep covers."""
+    entry = STAGES[spec["cmd"].split()[1]].module
+    deps = [d for d in spec.get("deps", []) if isinstance(d, str)]
+    files = [p for p in stage_code.closure(entry) if p.name != "__init__.py" or _has_code(p)]
+    return [f for f in stage_code.relative(files) if not covered(f, deps)]
+
+
+def _has_code(path) -> bool:
+    """An ``__init__.py`` with more than a docstring."""
+    import ast
+
+    body = ast.parse(path.read_text()).body
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
+
+
+@pytest.mark.parametrize("stage", sorted(DVC))
+def test_dvc_deps_cover_the_stage_import_closure(stage):
+    assert missing_deps(stage, DVC[stage]) == []
+
+
+def test_a_removed_dep_or_an_added_import_is_caught(tmp_path, monkeypatch):
+    spec = {**DVC["evaluate"], "deps": [d for d in DVC["evaluate"]["deps"] if d != "pipeline/optim.py"]}
+    assert missing_deps("evaluate", spec) == ["pipeline/optim.py"]  # the probe's optimiser lives there
+    # an import added to a module the stage reaches pulls in a module none of its deps cover
+    real = stage_code._direct_imports.__wrapped__
+    monkeypatch.setattr(stage_code, "_direct_imports", lambda name: real(name) | (
+        {"pipeline.fer.metrics"} if name == "pipeline.evaluate.report" else set()))
+    assert missing_deps("evaluate", DVC["evaluate"]) == ["pipeline/fer/metrics.py"]
+
+
+def test_closure_follows_relative_lazy_and_package_imports():
+    files = stage_code.relative(stage_code.closure("pipeline.finetune.stage"))
+    assert "pipeline/finetune/train.py" in files  # from .train import ...
+    assert "pipeline/au/folds.py" in files  # config.py imports it inside a function
+    assert "pipeline/__init__.py" in files and "pipeline/finetune/__init__.py" in files
+    assert "pipeline/synth/render.py" not in files and "pipeline/cli.py" not in files
