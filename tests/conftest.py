@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from pipeline.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("FMAE_CPU_BF16", "0")  # the tests' numbers (margins, tolerances) are fp32's on every CPU
 PARAMS = ROOT / "tests" / "params.yaml"  # the tests' base params, independent of the shipped params.yaml
 
 # A world small enough to build in a few seconds, with every flaw kind and every quirk.
