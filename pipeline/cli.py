@@ -37,8 +37,10 @@ STAGES = {
     "prepare": Stage("pipeline.au.prepare", "AU frame index and face-crop shards of one dataset", "au (and finetune.datasets "
                      "without --dataset)"),
     "finetune": Stage("pipeline.finetune.stage", "AU finetuning of one fold", "model, finetune, iat, au.unknown_policy"),
-    "evaluate": Stage("pipeline.evaluate.stage", "F1 tables over folds, identity probe, t-SNE, learning curves, report",
-                      "model, finetune, iat, evaluate, au"),
+    "probe": Stage("pipeline.evaluate.identity", "identity probes (the release's, strong, unseen sequences) of one encoder",
+                   "model, finetune, evaluate, iat.id_head_layers"),
+    "evaluate": Stage("pipeline.evaluate.stage", "F1 tables over folds and variants, identity probes, t-SNE, learning "
+                      "curves, report", "model, finetune, iat, evaluate, au"),
     "prepare_fer": Stage("pipeline.fer.prepare", "expression image index and face-crop shards of one FER dataset",
                          "fer (fer.datasets without --dataset)"),
     "finetune_fer": Stage("pipeline.fer.stage", "expression recognition finetuning of one FER dataset", "model, fer"),
@@ -68,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("prepare_fer", "finetune_fer"):
             sub.add_argument("--dataset", choices=FER_DATASETS, required=name == "finetune_fer",
                              help="the FER dataset" + ("" if name == "finetune_fer" else " (default: every one of fer.datasets)"))
+        if name == "probe":
+            sub.add_argument("--dataset", choices=DATASETS, required=True, help="the AU dataset whose frames are probed")
+            sub.add_argument("--model", choices=("pretrained", "fmae", "iat", "random"), required=True,
+                             help="pretrained: finetune.init before finetuning; a variant: its models of evaluate.probe_folds")
         if name == "finetune":
             sub.add_argument("--fold", type=int, required=True, help="the 1-based test fold (BP4D, DISFA: 1-3; BP4D+: 1-4)")
             sub.add_argument("--variant", choices=("iat", "fmae", "random"), default="iat",
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["overlay"] and "--" in argv:  # what follows `--` is dvc exp run's
         argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = build_parser().parse_args(argv)
-    stage_args = {k: v for k in ("dataset", "fold", "variant") if (v := getattr(args, k, None)) is not None}
+    stage_args = {k: v for k in ("dataset", "fold", "variant", "model") if (v := getattr(args, k, None)) is not None}
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.stage == "predict":

@@ -46,7 +46,9 @@ def project(tmp_path):
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=tmp_path, check=True)
-    return tmp_path
+    yield tmp_path
+    # a failed or timed-out queue test must not leave DVC's queue workers training in the background
+    subprocess.run([str(BIN / "dvc"), "queue", "stop", "--kill"], cwd=tmp_path, capture_output=True, timeout=120)
 
 
 @pytest.mark.slow

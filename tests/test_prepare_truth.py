@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,3 +138,61 @@ def test_disfa_face_boxes_are_the_rendered_faces(tiny_world, truth):
     assert len(joined) == len(boxes) == len(frames) > 0
     for c in "xywh":
         np.testing.assert_allclose(joined[c], joined[f"{c}_truth"], atol=0.06)
+
+
+def _frames_of(root, image: str, videos: dict):
+    """BGR pixels of one frame reference, read here independently of prepare's reader."""
+    import cv2
+
+    if ".zip:" in image:  # BP4D+: one archive per subject
+        import zipfile
+
+        rel, member = image.split(":", 1)
+        with zipfile.ZipFile(root / rel) as zf:
+            return cv2.imdecode(np.frombuffer(zf.read(member), np.uint8), cv2.IMREAD_COLOR)
+    if "#" not in image:
+        return cv2.imread(str(root / image), cv2.IMREAD_COLOR)
+    rel, i = image.rsplit("#", 1)
+    if rel not in videos:
+        cap, videos[rel] = cv2.VideoCapture(str(root / rel)), []
+        ok, frame = cap.read()
+        while ok:
+            videos[rel].append(frame)
+            ok, frame = cap.read()
+    return videos[rel][int(i)]
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_each_crop_is_the_face_of_its_own_labelled_frame(prepared, dataset):
+    """The JPEG stored under a frame's key is that frame's face box (face_boxes.csv) cropped and encoded:
+    byte for byte, so a writer that hands a key its neighbour's crop, or a reader of the wrong frame, fails."""
+    import cv2
+
+    from pipeline.au.prepare import JPEG_QUALITY
+    from pipeline.faces.crop import crop_face
+
+    _, params, done = prepared
+    index, _, folder = done[dataset]
+    boxes = pd.read_csv(folder / "face_boxes.csv").set_index(["subject", "sequence", "frame"])
+    root = Path(getattr(params.au, dataset).root)
+    crops, videos = Crops(folder, index, dataset, eval_transform(32)), {}
+    for i, row in index.iterrows():
+        box = tuple(boxes.loc[(row.subject, row.sequence, row.frame), ["x", "y", "w", "h"]])
+        crop = crop_face(_frames_of(root, row.image, videos), box, params.au.box_margin, params.au.crop_size)
+        assert crops._read(i) == cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes(), row.key
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_rendered_frame_is_indexed_or_listed_as_skipped(prepared, truth, dataset):
+    """Nothing is dropped silently: each labelled frame the world rendered (every one: au.frame_step 1)
+    is in the index or in skipped.csv with its reason."""
+    _, params, done = prepared
+    index, skipped, _ = done[dataset]
+    assert params.au.frame_step == 1
+    frames = truth[0][truth[0].dataset == dataset]
+    if dataset == "disfa":
+        frames = frames[frames.sequence == "right"]
+    keys = set(zip(frames.subject, frames.sequence, frames.frame.astype(int)))
+    listed = set(zip(index.subject, index.sequence, index.frame.astype(int))) | \
+        set(zip(skipped.subject, skipped.sequence, skipped.frame.astype(int)))
+    assert keys and not keys - listed, sorted(keys - listed)[:5]
