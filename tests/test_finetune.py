@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -188,6 +189,14 @@ def test_crop_is_the_expanded_box_resized():
     assert (crop[10:-10, 10:-10] > 240).all()
 
 
+def test_crop_takes_exactly_the_box_grown_by_the_margin_on_every_side():
+    """On random pixels any offset shows: (100, 50, 100, 80) grown by 5% of its width / height per side is
+    x 95-205, y 46-134, resized with INTER_AREA (a narrower box, or one grown in one direction only, differs)."""
+    img = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    want = cv2.resize(img[46:134, 95:205], (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(crop_face(img, (100, 50, 100, 80), 0.05, 64), want)
+
+
 # ------------------------------------------------------------------------------ folds
 @pytest.mark.parametrize("dataset,n_subjects,n_folds", [("bp4d", 41, 3), ("bp4dplus", 140, 4), ("disfa", 27, 3)])
 def test_folds_are_disjoint_and_cover_every_subject(dataset, n_subjects, n_folds):
@@ -363,7 +372,9 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tiny_fold, tmp_path
     assert "resuming from" in caplog.text
     _assert_selection_is_the_argmax(resumed)
     assert _comparable(resumed, best != "natural") == _comparable(whole, best != "natural")
-    assert whole["selection"]["epoch"] == {"natural": whole["selection"]["epoch"], "latest": 3, "earliest": 1}[best]
+    # forced: the epoch the forced scores make best; natural: the best of the *resumed* run's own history
+    natural = int(np.argmax([row["val_f1_best_threshold"] for row in resumed["history"]])) + 1
+    assert whole["selection"]["epoch"] == {"natural": natural, "latest": 3, "earliest": 1}[best]
     a, b = whole["model"].state_dict(), resumed["model"].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 

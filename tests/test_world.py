@@ -36,8 +36,17 @@ def _read(out: Path, source: str, path: str) -> bytes:
     return (root / path).read_bytes()
 
 
+def test_the_sidecar_lists_each_sources_configured_images(tiny_world, truth):
+    """One truth row per image each source was asked for (flawed files included), so a writer that
+    writes nothing cannot leave the layout tests looping over nothing."""
+    p, _ = tiny_world
+    counts = truth.groupby("source").size().to_dict()
+    assert counts == {name: getattr(p.synth.sources, name).images for name in counts} and len(counts) == 8
+
+
 def test_every_source_file_matches_the_sidecar(tiny_world, truth):
     _, out = tiny_world
+    assert len(truth) > 0
     for row in truth.itertuples():
         assert hashlib.sha256(_read(out, row.source, row.path)).hexdigest() == row.sha256, row.path
 
@@ -148,7 +157,7 @@ def test_vggface2_layout(tiny_world):
         names = (root / f"{split}_list.txt").read_text().split()
         bb = pd.read_csv(root / "bb_landmark" / f"loose_bb_{split}.csv")
         assert list(bb.columns) == ["NAME_ID", "X", "Y", "W", "H"]
-        assert [n[:-4] for n in names] == list(bb.NAME_ID)
+        assert names and [n[:-4] for n in names] == list(bb.NAME_ID)
         assert all((root / split / n).is_file() for n in names)
         assert all(n.split("/")[0].startswith("n") and n.split("/")[1][-7:] == "_01.jpg" for n in names)
     assert meta.Sample_Num.sum() == sum(len((root / f"{s}_list.txt").read_text().split()) for s in ("train", "test"))
@@ -185,7 +194,7 @@ def test_umdfaces_layout(tiny_world):
         batch = csv.name.replace("_ultraface.csv", "")
         assert all((root / batch / f).is_file() for f in df.FILE)
         total += len(df)
-    assert total == len(list(root.glob("umdfaces_batch*/*/*.jpg"))) == p_umd_images(tiny_world)
+    assert total == len(list(root.glob("umdfaces_batch*/*/*.jpg"))) == p_umd_images(tiny_world) > 0
 
 
 def test_laion_face_layout(tiny_world):
@@ -282,12 +291,14 @@ def test_disfa_layout_and_short_video(tiny_world):
 
 
 def test_face_boxes_cover_every_frame(tiny_world):
-    _, out = tiny_world
+    p, out = tiny_world
     frames = pd.read_parquet(out / "truth" / "au_frames.parquet")
     for dataset in ("bp4d", "bp4dplus", "disfa"):
         boxes = pd.read_csv(au_root(out, dataset) / "face_boxes.csv")
         assert list(boxes.columns) == ["subject", "sequence", "frame", "x", "y", "w", "h"]
-        assert len(boxes) == (frames.dataset == dataset).sum()
+        a = getattr(p.synth.au, dataset)
+        cameras = 2 if dataset == "disfa" and p.synth.au.left_camera else 1
+        assert len(boxes) == (frames.dataset == dataset).sum() == a.subjects * a.tasks * a.frames * cameras > 0
         assert (boxes.w > 0).all() and (boxes.h > 0).all()
 
 
