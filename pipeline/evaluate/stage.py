@@ -111,7 +111,8 @@ def probe_results(params: Params, dataset: str, root: Path = PROBES_DIR, tsne_ro
     for model in MODELS:
         path, tsne = out_paths(dataset, model, root, tsne_root)
         if not path.is_file() or not tsne.is_file():
-            raise MissingInput(f"{path if not path.is_file() else tsne} missing: run `dvc repro probe@{dataset}-{model}` first")
+            stage = f"probe_pretrained@{dataset}" if model == "pretrained" else f"probe@{dataset}-{model}"
+            raise MissingInput(f"{path if not path.is_file() else tsne} missing: run `dvc repro {stage}` first")
         records[model] = json.loads(path.read_text())
         table = pd.read_parquet(tsne)
         panels[model] = (table[["x", "y"]].to_numpy(), table.subject.to_numpy())
