@@ -12,8 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-LABELS = {"pretrained": "FMAE pretrained (no finetuning)", "fmae": "FMAE", "iat": "FMAE-IAT"}
-COLOURS = {"pretrained": "tab:grey", "fmae": "tab:blue", "iat": "tab:red"}
+LABELS = {"pretrained": "FMAE pretrained (no finetuning)", "fmae": "FMAE", "iat": "FMAE-IAT",
+          "random": "random init (no pretraining)"}
+COLOURS = {"pretrained": "tab:grey", "fmae": "tab:blue", "iat": "tab:red", "random": "tab:green"}
 
 
 def _save(fig, path: Path) -> Path:

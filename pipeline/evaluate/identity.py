@@ -96,7 +96,7 @@ def run(params: Params, dataset: str | None = None, model: str | None = None, da
     for fold, net in nets.items():
         net = net.to(device)
         feats = extract(net, plain, device)
-        x = {k: {side: feats[row_of[keys].to_numpy()] for side, (keys, _) in v.items()} for k, v in sides.items()}
+        x = {k: {side: feats[row_of[keys].to_numpy(copy=True)] for side, (keys, _) in v.items()} for k, v in sides.items()}
         y = {k: {side: ids for side, (_, ids) in v.items()} for k, v in sides.items()}
         curve, _ = release_probe(net, augmented, y["random_frames"]["train"], x["random_frames"]["test"],
                                  y["random_frames"]["test"], r.epochs, r.blr, r.warmup_epochs, r.weight_decay, seed, device)
