@@ -462,11 +462,14 @@ class ReleaseProbeConfig:
     batch_size: int
     warmup_epochs: int
     weight_decay: float
+    # the encoders it runs on (20 augmented passes each); the strong probes run on every encoder
+    models: tuple[Literal["pretrained", "fmae", "iat", "random"], ...]
 
     def __post_init__(self):
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         check(self.blr > 0, "blr", self.blr, "a number > 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(len(set(self.models)) == len(self.models), "models", list(self.models), "a list without repeats")
         check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
 

@@ -113,6 +113,9 @@ def test_params_paper_overlay_yields_the_papers_settings():
     assert paper.au.frame_step == 1 and paper.au.box_margin == 0.05 and paper.au.crop_size == paper.curate.image_size == 224
     r = paper.evaluate.release_probe  # the released probe (its finetuning script's defaults)
     assert (paper.evaluate.probe_train_frames, paper.evaluate.probe_test_frames, r.epochs, r.blr, r.batch_size) == (70, 30, 20, 5e-4, 32)
+    assert r.models == ("fmae", "iat")  # the paper probes the finetuned FMAE and FMAE-IAT encoders
+    f = paper.fer  # the released FER recipes
+    assert (f.rafdb.blr, f.rafdb.epochs, f.affectnet.blr, f.affectnet.epochs, f.layer_decay) == (1e-3, 60, 5e-4, 30, 0.65)
 
 
 def test_params_fast_overlay_yields_the_fast_configuration():
@@ -122,7 +125,7 @@ def test_params_fast_overlay_yields_the_fast_configuration():
     assert fast.synth.sources.umdfaces.images == 100 and learn.synth.sources.umdfaces.images == 8000
     assert (fast.synth.au.bp4d.tasks, fast.au.frame_step, learn.synth.au.bp4d.tasks, learn.au.frame_step) == (2, 8, 8, 4)
     assert (fast.pretrain.epochs, fast.pretrain.batch_size, learn.pretrain.epochs, learn.pretrain.batch_size) == (16, 32, 28, 64)
-    assert (fast.finetune.epochs, fast.finetune.augment, learn.finetune.epochs, learn.finetune.augment) == (4, "paper", 12, "flip")
+    assert (fast.finetune.epochs, fast.finetune.augment, learn.finetune.epochs, learn.finetune.augment) == (4, "paper", 8, "flip")
     assert fast.iat.folds == (1, 2, 3) and learn.iat.folds == learn.finetune.random_folds == fast.finetune.random_folds == (1,)
     assert learn.finetune.folds == (1, 2, 3) and learn.model == fast.model  # the same ViT-Ti at 112 px
     assert learn.finetune.blr * learn.finetune.batch_size / 256 == pytest.approx(1e-3)  # lr 1e-3

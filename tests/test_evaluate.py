@@ -280,3 +280,12 @@ def test_strong_probe_picks_its_lr_on_training_frames_only():
     assert shuffled["lr"] == out["lr"] and shuffled["val_top1"] == out["val_top1"] and shuffled["top1"] < 0.4
     noise = torch.randn(200, 24, generator=gen)
     assert strong_probe(noise[tr], subjects[tr], noise[~tr], subjects[~tr], (1e-3, 1e-2), 30, 32, 0.2, 0)["top1"] < 0.35
+
+
+def test_identity_table_marks_the_release_probe_absent_where_it_did_not_run():
+    i = _au_metrics(0.6, 0.62, 0.4)["identity"]
+    for name in ("pretrained", "random"):  # evaluate.release_probe.models: [fmae, iat]
+        del i["release"][name], i["release"]["epoch1"][name]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in report.identity_table(i)}
+    assert rows["Random init, finetuned"].split(" | ")[1:4] == ["—", "70.0", "70.0"]
+    assert rows["FMAE finetuned"].split(" | ")[1] == "80.0 (30.0 after 1 epoch)"

@@ -1,14 +1,15 @@
 """Stage ``probe`` (``probe@<dataset>-<model>``): the identity probes of one encoder.
 
 ``fmae probe --dataset bp4d --model fmae`` runs the three probes of :mod:`.probe` (the release's,
-a strong one, unseen sequences) on the features of ``model``: ``pretrained`` (``finetune.init``,
+a strong one, unseen sequences; the release's only where ``evaluate.release_probe.models`` names the
+encoder) on the features of ``model``: ``pretrained`` (``finetune.init``,
 before any finetuning) or a finetuned variant (``fmae``, ``iat``, ``random``) on each fold of
 ``evaluate.probe_folds``. One stage per encoder, so DVC re-probes only what changed: an IAT
 experiment re-runs ``probe@bp4d-iat`` and ``evaluate``, not the other encoders' probes (the
 release's probe costs 20 augmented passes over 2,870 frames per model, minutes on a CPU).
 
-Writes ``metrics/probes/<dataset>-<model>.json`` (per fold and protocol the top-1, the release
-probe's accuracy per epoch, the strong probe's chosen lr; the split's sizes and chance levels; in
+Writes ``metrics/probes/<dataset>-<model>.json`` (per fold and protocol run the top-1, the
+release probe's accuracy per epoch, the strong probe's chosen lr; the split's sizes and chance levels; in
 git, read by ``evaluate``) and ``data/probes/<dataset>-<model>.tsne.parquet`` (the t-SNE of the
 first probed fold's features of ``evaluate.tsne_subjects`` subjects).
 """
@@ -98,17 +99,19 @@ def run(params: Params, dataset: str | None = None, model: str | None = None, da
         feats = extract(net, plain, device)
         x = {k: {side: feats[row_of[keys].to_numpy(copy=True)] for side, (keys, _) in v.items()} for k, v in sides.items()}
         y = {k: {side: ids for side, (_, ids) in v.items()} for k, v in sides.items()}
-        curve, _ = release_probe(net, augmented, y["random_frames"]["train"], x["random_frames"]["test"],
-                                 y["random_frames"]["test"], r.epochs, r.blr, r.warmup_epochs, r.weight_decay, seed, device)
-        row = {"release": {"top1": max(curve), "top1_epoch1": curve[0], "best_epoch": int(np.argmax(curve)) + 1,
-                           "curve": [round(a, 4) for a in curve]}}
+        row = {}
+        if model in r.models:
+            curve, _ = release_probe(net, augmented, y["random_frames"]["train"], x["random_frames"]["test"],
+                                     y["random_frames"]["test"], r.epochs, r.blr, r.warmup_epochs, r.weight_decay, seed,
+                                     device)
+            row["release"] = {"top1": max(curve), "top1_epoch1": curve[0], "best_epoch": int(np.argmax(curve)) + 1,
+                              "curve": [round(a, 4) for a in curve]}
         for name, key in (("strong", "random_frames"), ("unseen_sequences", "unseen_sequences")):
             row[name] = strong_probe(x[key]["train"], y[key]["train"], x[key]["test"], y[key]["test"], strong.lrs,
                                      strong.epochs, strong.batch_size, strong.val_fraction, seed)
         results["all" if fold is None else f"fold{fold}"] = row
-        log.info("probe %s %s%s: release %.3f, strong %.3f, unseen sequences %.3f", dataset, model,
-                 "" if fold is None else f" fold {fold}", row["release"]["top1"], row["strong"]["top1"],
-                 row["unseen_sequences"]["top1"])
+        log.info("probe %s %s%s: %s", dataset, model, "" if fold is None else f" fold {fold}",
+                 ", ".join(f"{p} {row[p]['top1']:.3f}" for p in PROTOCOLS if p in row))
         if tsne is None:
             keep = frames.subject.isin(sorted(frames.subject.unique())[:cfg.tsne_subjects]).to_numpy()
             xy = figures.tsne_2d(feats.numpy()[keep], seed)

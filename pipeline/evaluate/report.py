@@ -74,9 +74,9 @@ def identity_table(i: dict) -> list[str]:
     paper_col = {"pretrained": "—", "random": "—", "fmae": f"{paper.PROBE_TOP1['fmae']:.1f}",
                  "iat": f"{paper.PROBE_TOP1['iat']:.1f} ({paper.PROBE_TOP1['iat_epoch1']:.1f} after 1 epoch)"}
     for name, label in MODELS.items():
-        if name in i["release"]:
-            cells = [_pct(i[p].get(name)) + (f" ({_pct(i['release']['epoch1'][name])} after 1 epoch)" if p == "release" else "")
-                     for p in PROBES]
+        if any(name in i[p] for p in PROBES):
+            cells = [_pct(i[p].get(name)) + (f" ({_pct(i['release']['epoch1'][name])} after 1 epoch)"
+                                             if p == "release" and name in i["release"] else "") for p in PROBES]
             lines.append(_row(label, [*cells, paper_col[name]]))
     lines.append(_row("Chance (1 / subjects)", [f"{_pct(i[p]['chance'])} ({i[p]['subjects']} subjects)" for p in PROBES]
                       + [f"{paper.PROBE_TOP1['chance']:.1f}"]))

@@ -122,11 +122,13 @@ def probe_results(params: Params, dataset: str, root: Path = PROBES_DIR, tsne_ro
         subjects = first["subjects"][protocol]
         out[protocol] = {"chance": round(1 / subjects, 4), "subjects": subjects}
         for model, rec in records.items():
-            out[protocol][model] = round(float(np.mean([f[protocol]["top1"] for f in rec["folds"].values()])), 4)
+            if all(protocol in f for f in rec["folds"].values()):  # the release's probe runs on the encoders named
+                out[protocol][model] = round(float(np.mean([f[protocol]["top1"] for f in rec["folds"].values()])), 4)
+    released = {m: r for m, r in records.items() if m in out["release"]}
     out["release"]["epoch1"] = {m: round(float(np.mean([f["release"]["top1_epoch1"] for f in r["folds"].values()])), 4)
-                                for m, r in records.items()}
+                                for m, r in released.items()}
     out["strong"]["lr"] = {m: next(iter(r["folds"].values()))["strong"]["lr"] for m, r in records.items()}
-    curves = {m: _stack([np.asarray(f["release"]["curve"]) for f in r["folds"].values()]) for m, r in records.items()}
+    curves = {m: _stack([np.asarray(f["release"]["curve"]) for f in r["folds"].values()]) for m, r in released.items()}
     return out, curves, panels
 
 
