@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -289,3 +291,30 @@ def test_identity_table_marks_the_release_probe_absent_where_it_did_not_run():
     rows = {line.split(" | ")[0].lstrip("| "): line for line in report.identity_table(i)}
     assert rows["Random init, finetuned"].split(" | ")[1:4] == ["—", "70.0", "70.0"]
     assert rows["FMAE finetuned"].split(" | ")[1] == "80.0 (30.0 after 1 epoch)"
+
+
+def test_probe_results_average_each_protocol_over_the_encoders_that_ran_it(params, tmp_path):
+    """The release's probe runs on evaluate.release_probe.models only; the strong probes on every encoder."""
+    from pipeline.evaluate.identity import out_paths
+    from pipeline.evaluate.stage import probe_results
+
+    def fold(top1, release):
+        row = {"strong": {"top1": top1, "lr": 0.01}, "unseen_sequences": {"top1": top1 / 2}}
+        if release:
+            row["release"] = {"top1": top1 / 4, "top1_epoch1": 0.0, "curve": [0.0, top1 / 4]}
+        return row
+
+    for model, top1 in {"pretrained": 0.8, "fmae": 0.6, "iat": 0.4, "random": 1.0}.items():
+        path, tsne = out_paths("bp4d", model, tmp_path / "m", tmp_path / "t")
+        path.parent.mkdir(exist_ok=True), tsne.parent.mkdir(exist_ok=True)
+        folds = {"all": fold(top1, False)} if model == "pretrained" else \
+            {"fold1": fold(top1, model != "random"), "fold2": fold(top1 + 0.2, model != "random")}
+        path.write_text(json.dumps({"folds": folds, "subjects": {p: 40 for p in ("release", "strong", "unseen_sequences")}}))
+        pd.DataFrame({"subject": ["F001"], "x": [0.0], "y": [1.0]}).to_parquet(tsne)
+    out, curves, panels = probe_results(params, "bp4d", tmp_path / "m", tmp_path / "t")
+    want = {"pretrained": 0.8, "fmae": 0.7, "iat": 0.5, "random": 1.1, "chance": 0.025}
+    assert {k: out["strong"][k] for k in want} == pytest.approx(want)
+    assert {k: v for k, v in out["release"].items() if k in ("pretrained", "fmae", "iat", "random")} == \
+        {"fmae": 0.175, "iat": 0.125}
+    assert set(out["release"]["epoch1"]) == set(curves) == {"fmae", "iat"} and len(panels) == 4
+    np.testing.assert_allclose(curves["iat"], [[0.0, 0.1], [0.0, 0.15]])
