@@ -118,10 +118,9 @@ def _add_predict(subs) -> None:
 
 
 def _predict(args) -> None:
-    from .predict.run import run
+    from .predict.run import Options, run
 
-    run(args.inputs, args.checkpoint, args.out, args.dataset, args.every, args.batch_size, args.min_face,
-        args.min_score, args.device, args.annotate, args.plot)
+    run(args.inputs, args.checkpoint, Options.from_args(args))
 
 
 def main(argv: list[str] | None = None) -> int:
