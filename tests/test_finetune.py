@@ -160,7 +160,7 @@ def test_box_grows_five_percent_per_side_and_clips():
         expand_box(2000, 0, 10, 10, 0.05, 100, 100)
 
 
-def test_train_transform_is_the_papers_by_default_and_each_part_can_be_turned_off():
+def test_train_transform_is_the_papers_by_default_and_each_part_can_be_turned_off(params):
     from pipeline.finetune.data import train_transform
 
     def parts(transform):
@@ -170,9 +170,12 @@ def test_train_transform_is_the_papers_by_default_and_each_part_can_be_turned_of
     assert parts(paper) == ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip", "RandAugment", "MaybeToTensor",
                             "Normalize", "RandomErasing"]
     assert paper.transforms[0].scale == (0.08, 1.0) and paper.transforms[-1].probability == 0.25
-    plain = train_transform(64, min_crop_scale=1.0, rand_augment="", erase_prob=0.0)
+    plain = train_transform(64, replace(params.finetune, augment="paper", min_crop_scale=1.0, rand_augment="",
+                                                    erase_prob=0.0))
     assert parts(plain) == ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip", "MaybeToTensor", "Normalize"]
     assert plain.transforms[0].scale == (1.0, 1.0)
+    flip = train_transform(64, replace(params.finetune, augment="flip"))
+    assert parts(flip) == ["Resize", "RandomHorizontalFlip", "ToTensor", "Normalize"]
 
 
 def test_crop_is_the_expanded_box_resized():

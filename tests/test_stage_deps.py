@@ -54,3 +54,23 @@ def test_closure_follows_relative_lazy_and_package_imports():
     assert "pipeline/au/folds.py" in files  # config.py imports it inside a function
     assert "pipeline/__init__.py" in files and "pipeline/finetune/__init__.py" in files
     assert "pipeline/synth/render.py" not in files and "pipeline/cli.py" not in files
+
+
+def _written(spec: dict) -> list[str]:
+    """The paths a stage writes: its outs, metrics and plots (plain or with options)."""
+    return [next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots") for o in spec.get(key, [])]
+
+
+def test_every_path_of_the_paths_module_is_written_by_a_stage():
+    """pipeline/paths.py names each stage output once; each is an out of dvc.yaml, under or above one, so a path
+    changed in one place and not the other fails here."""
+    from pathlib import Path
+
+    from pipeline import paths
+
+    written = [w for spec in DVC.values() for w in _written(spec)]
+    named = {k: v for k, v in vars(paths).items() if isinstance(v, Path)}
+    assert len(named) >= 20
+    orphans = [f"{k} = {v}" for k, v in named.items() if not any(covered(w, [v.as_posix()]) or covered(v.as_posix(), [w])
+                                                                 for w in written)]
+    assert orphans == []

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..config import MissingInput, Params, UserError
 from . import plan as planning
 from .cluster import ray_session
@@ -44,9 +44,9 @@ from .scan import MANIFEST
 from .shards import READ_ERRORS, RawReader, ShardSpec, write_shard
 
 log = logging.getLogger(__name__)
-OUT = Path("data/face9m")
-METRICS = Path("metrics/curation.json")
-SAMPLES = Path("reports/curation_samples.png")
+OUT = paths.FACE9M
+METRICS = paths.CURATION_METRICS
+SAMPLES = paths.CURATION_SAMPLES
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 CHUNK = 1024  # most images per fingerprint task
 

@@ -16,6 +16,7 @@ first probed fold's features of ``evaluate.tsne_subjects`` subjects).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -25,7 +26,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..config import ConfigError, MissingInput, Params
 from ..finetune.data import Crops, eval_transform, train_transform
 from ..finetune.train import VARIANTS, build_model, load_backbone
@@ -37,10 +38,10 @@ log = logging.getLogger(__name__)
 
 MODELS = ("pretrained", *VARIANTS)
 PROTOCOLS = ("release", "strong", "unseen_sequences")
-DATA = Path("data/au")
-FINETUNED = Path("models/au")
-OUT = Path("metrics/probes")
-TSNE = Path("data/probes")
+DATA = paths.AU_CROPS
+FINETUNED = paths.AU_MODELS
+OUT = paths.PROBES
+TSNE = paths.PROBE_TSNE
 CODE = stage_code.closure(__name__)
 
 
@@ -88,7 +89,7 @@ def run(params: Params, dataset: str | None = None, model: str | None = None, da
     plain = DataLoader(Crops(data_root / dataset, frames, dataset, eval_transform(size)), batch_size=128, num_workers=workers)
     # the release probe augments its inputs as the paper's finetuning does (its script's defaults)
     augmented = DataLoader(Crops(data_root / dataset, splits["random_frames"].train, dataset,
-                                 train_transform(size, f.min_crop_scale, f.rand_augment, f.erase_prob, "paper")),
+                                 train_transform(size, dataclasses.replace(f, augment="paper"))),
                            batch_size=cfg.release_probe.batch_size, shuffle=True, num_workers=workers, drop_last=True)
     sides = {k: {side: (getattr(s, side).key, getattr(s, side).subject_index.to_numpy()) for side in ("train", "test")}
              for k, s in splits.items()}

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..au.folds import AUS
 from ..config import MissingInput, Params
 from ..au.labels import au_columns
@@ -42,12 +42,12 @@ from .scores import score_fold, summarise
 
 log = logging.getLogger(__name__)
 
-DATA = Path("data/au")
-FINETUNED = Path("models/au")
-METRICS = Path("metrics")
-PLOTS = Path("plots/evaluate")
-TABLES = Path("reports/evaluate")
-REPORT = Path("reports/au.md")
+DATA = paths.AU_CROPS
+FINETUNED = paths.AU_MODELS
+METRICS = paths.METRICS
+PLOTS = paths.AU_PLOTS
+TABLES = paths.AU_TABLES
+REPORT = paths.AU_REPORT
 STAGES = {"fmae": "finetune_fmae", "iat": "finetune", "random": "finetune_random"}
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 

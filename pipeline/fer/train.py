@@ -90,7 +90,7 @@ def fingerprint(params: Params, name: str, data_dir: Path, world_size: int) -> s
 def finetune(params: Params, name: str, data_dir: Path, live=None, resume: Path | None = None,
              stop_after: int | None = None) -> dict | None:
     """Train on ``name``'s prepared crops; the selection record, history, test probabilities and model."""
-    cfg, ds, ctx = params.fer, params.fer.dataset(name), distributed.setup()
+    cfg, ctx = params.fer, distributed.setup()
     index = pd.read_parquet(data_dir / "index.parquet")
     n_classes = len(json.loads((data_dir / "classes.json").read_text()))
     parts = split_parts(index, cfg.val_fraction, cfg.seed)
@@ -101,15 +101,13 @@ def finetune(params: Params, name: str, data_dir: Path, live=None, resume: Path 
     model = build_model(params, n_classes).to(ctx.device)
     report = load_backbone(model, cfg.init)
     size = params.model.img_size
-    train_set = dataset(data_dir, parts["train"], train_transform(size, cfg.min_crop_scale, cfg.rand_augment, cfg.erase_prob, cfg.augment))
+    train_set = dataset(data_dir, parts["train"], train_transform(size, cfg))
     evals = {k: dataset(data_dir, parts[k], eval_transform(size)) for k in ("val", "test")}
     weights = None
     if cfg.balanced:
         counts = np.bincount(train_set.labels.numpy(), minlength=n_classes)
         weights = torch.tensor(1.0 / counts[train_set.labels.numpy()], dtype=torch.double)
-    recipe = loop.Recipe(ds.epochs, ds.warmup_epochs, ds.batch_size, ds.blr, cfg.layer_decay, cfg.weight_decay, cfg.seed,
-                         cfg.workers, cfg.selection)
-    result = loop.train(model, train_set, evals, FERObjective(cfg.label_smoothing), recipe, ctx,
+    result = loop.train(model, train_set, evals, FERObjective(cfg.label_smoothing), cfg.recipe(name), ctx,
                         fingerprint(params, name, data_dir, ctx.world_size), f"fer {name}", live, resume, stop_after, weights)
     if result is None:
         return None

@@ -20,6 +20,7 @@ from torchvision import transforms as T
 
 from ..au.folds import fold_split
 from ..au.labels import au_columns
+from ..config import Training
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..data.shards import seed_for
 
@@ -34,13 +35,18 @@ def _posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
     return Image.new(img.mode, img.size) if bits_to_keep <= 0 else ImageOps.posterize(img, bits_to_keep)
 
 
-def train_transform(size: int, min_crop_scale: float = 0.08, rand_augment: str = "rand-m9-mstd0.5-inc1",
-                    erase_prob: float = 0.25, augment: str = "paper"):
-    """``augment="paper"``: RandomResizedCrop(min_crop_scale-1, bicubic) + flip + RandAugment +
-    RandomErasing (pixel); the defaults are the paper's (the released code's MAE finetuning recipe).
-    ``rand_augment=""`` means no photometric augmentation at all (timm would otherwise put its colour
-    jitter in its place). ``augment="flip"``: the evaluation resize and a horizontal flip, nothing else
-    (the other arguments are unused): the crops stay aligned, which a small ViT on little data needs."""
+PAPER_AUGMENTATION = (0.08, "rand-m9-mstd0.5-inc1", 0.25)  # the release's min_crop_scale, RandAugment, erasing
+
+
+def train_transform(size: int, recipe: Training | None = None):
+    """The training transform of ``recipe`` (its ``augment``, ``min_crop_scale``, ``rand_augment`` and
+    ``erase_prob``; None = the paper's recipe). ``augment: paper``: RandomResizedCrop(min_crop_scale-1,
+    bicubic) + flip + RandAugment + RandomErasing (pixel), the released code's MAE finetuning recipe;
+    ``rand_augment: ""`` means no photometric augmentation at all (timm would otherwise put its colour
+    jitter in its place). ``augment: flip``: the evaluation resize and a horizontal flip, nothing else
+    (the other keys are unused): the crops stay aligned, which a small ViT on little data needs."""
+    augment, min_crop_scale, rand_augment, erase_prob = ("paper", *PAPER_AUGMENTATION) if recipe is None else \
+        (recipe.augment, recipe.min_crop_scale, recipe.rand_augment, recipe.erase_prob)
     if augment == "flip":
         return T.Compose([T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(),
                           T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..au.folds import AUS
 from ..au.labels import au_columns
 from ..au.metrics import auc_per_au, f1_per_au
@@ -29,9 +29,9 @@ from ..models import checkpoint
 from ..models.au_checkpoint import inference_record
 from .train import PRETRAINED, Run, finetune, init_path
 
-DATA = Path("data/au")
-OUT = Path("models/au")
-LIVE = Path("dvclive/finetune")
+DATA = paths.AU_CROPS
+OUT = paths.AU_MODELS
+LIVE = paths.AU_LIVE
 RESUME = "resume.pth"
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .. import distributed
+from .. import distributed, paths
 from ..au.folds import AUS, subjects
 from ..au.metrics import auc_per_au, best_threshold, f1_per_au
 from ..config import Params
@@ -38,7 +38,7 @@ from . import loop
 from .data import Crops, eval_transform, fold_parts, train_transform
 
 log = logging.getLogger(__name__)
-PRETRAINED = Path("models/fmae/fmae.pth")
+PRETRAINED = paths.PRETRAINED
 
 
 VARIANTS = ("fmae", "iat", "random")  # plain FMAE, FMAE-IAT, plain FMAE from random weights
@@ -146,12 +146,6 @@ def fingerprint(params: Params, run: Run, data_dir: Path, lambda_: float, world_
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def recipe(cfg) -> loop.Recipe:
-    """The loop's recipe from a ``finetune``-like params section."""
-    return loop.Recipe(cfg.epochs, cfg.warmup_epochs, cfg.batch_size, cfg.blr, cfg.layer_decay, cfg.weight_decay,
-                       cfg.seed, cfg.workers, cfg.selection)
-
-
 def finetune(params: Params, run: Run, data_dir: Path, live=None, resume: Path | None = None,
              stop_after: int | None = None) -> dict | None:
     """Train one fold; return the selection record, the test probabilities and the model.
@@ -170,9 +164,9 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None, resume: Path |
     report = checkpoint.LoadReport() if run.variant == "random" else load_backbone(model, cfg.init)
     size = params.model.img_size
     train_set = Crops(data_dir, parts["train"], run.dataset,
-                      train_transform(size, cfg.min_crop_scale, cfg.rand_augment, cfg.erase_prob, cfg.augment))
+                      train_transform(size, cfg))
     evals = {k: Crops(data_dir, parts[k], run.dataset, eval_transform(size)) for k in ("val", "test")}
-    result = loop.train(model, train_set, evals, AUObjective(lambda_, params.iat.id_loss, params.iat.schedule), recipe(cfg), ctx,
+    result = loop.train(model, train_set, evals, AUObjective(lambda_, params.iat.id_loss, params.iat.schedule), cfg, ctx,
                         fingerprint(params, run, data_dir, lambda_, ctx.world_size), f"{run.variant} {run.name}",
                         live, resume, stop_after)
     if result is None:
