@@ -15,22 +15,22 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.faces.crop import crop_face
 from pipeline.faces.detect import FaceDetector
-from pipeline.finetune.data import eval_transform
 from pipeline.models import checkpoint
 from pipeline.models.au_checkpoint import inference_record, load
-from pipeline.models.au_detector import AUDetector
 from pipeline.models.mae import MaskedAutoencoder
+from pipeline.models.vit_classifier import ViTClassifier
 from pipeline.predict.run import Options, run
+from pipeline.training.transforms import eval_transform
 
 from .real_faces import FPS, PORTRAIT, VIDEO_FRAMES, decoded_frames, write_video
 
 AUS = ["AU01", "AU02", "AU04", "AU06", "AU07", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24"]
 
 
-def fold_model(seed: int) -> AUDetector:
+def fold_model(seed: int) -> ViTClassifier:
     """A small AU detector with an identity head (as IAT folds have), heads spread so the AUs differ."""
     torch.manual_seed(seed)
-    model = AUDetector("vit_tiny_patch16_224", 12, 41, 2.0, img_size=64, drop_path=0.0)
+    model = ViTClassifier("vit_tiny_patch16_224", 12, 41, 2.0, img_size=64, drop_path=0.0)
     torch.nn.init.normal_(model.head.weight, std=0.3)
     return model.eval()
 
@@ -54,7 +54,7 @@ def material(tmp_path_factory):
             "ckpt": save_fold(base / "fold1.pth", 1), "ckpt2": save_fold(base / "fold2.pth", 2, threshold=0.55)}
 
 
-def direct_probs(model: AUDetector, bgr: np.ndarray, box) -> np.ndarray:
+def direct_probs(model: ViTClassifier, bgr: np.ndarray, box) -> np.ndarray:
     """The model applied by hand to one face: the training crop, the evaluation transform, a sigmoid."""
     crop = crop_face(bgr, box, 0.05, 224)
     x = eval_transform(64)(Image.fromarray(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)))[None]
@@ -185,7 +185,7 @@ def test_released_checkpoints_need_their_dataset_and_wrong_files_are_refused(mat
 
 def save_expression_model(path, seed: int, classes=("neutral", "happiness", "sadness"), margin: float = 0.1):
     torch.manual_seed(seed)
-    model = AUDetector("vit_tiny_patch16_224", len(classes), img_size=64, drop_path=0.0).eval()
+    model = ViTClassifier("vit_tiny_patch16_224", len(classes), img_size=64, drop_path=0.0).eval()
     torch.nn.init.normal_(model.head.weight, std=0.3)
     record = {"format": "fmae-fer-classifier/1", "task": "fer", "model": "vit_tiny_patch16_224", "img_size": 64,
               "dataset": "rafdb", "classes": list(classes), "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],

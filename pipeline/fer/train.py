@@ -1,5 +1,5 @@
 """Expression finetuning of one FER dataset: the FMAE encoder, a linear head over the classes,
-cross-entropy with label smoothing, the shared epoch loop (:mod:`pipeline.finetune.loop`).
+cross-entropy with label smoothing, the shared epoch loop (:mod:`pipeline.training.loop`).
 
 Model selection (``fer.selection``): ``validation`` holds out ``fer.val_fraction`` of each class's
 training images (seeded) and picks the epoch with the best validation accuracy, then scores the
@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from .. import distributed
 from ..config import Params
 from ..data.shards import seed_for
-from ..finetune import loop
-from ..finetune.data import ShardCrops, eval_transform, train_transform
-from ..finetune.train import load_backbone
-from ..models.au_detector import AUDetector
+from ..models.vit_classifier import ViTClassifier
+from ..training import loop
+from ..training.backbone import load_backbone
+from ..training.crops import ShardCrops
+from ..training.transforms import eval_transform, train_transform
 from .metrics import scores
 
 
@@ -64,10 +65,10 @@ def split_parts(index: pd.DataFrame, val_fraction: float, seed: int) -> dict[str
     return {"train": train.drop(index=val), "val": index.loc[sorted(val)], "test": index[index.split == "test"]}
 
 
-def build_model(params: Params, n_classes: int) -> AUDetector:
+def build_model(params: Params, n_classes: int) -> ViTClassifier:
     """The AU detector's ViT (mean-pooled patch tokens + ``fc_norm``) with a head over the classes and no
     identity head: the released FER code's model."""
-    return AUDetector(params.model.name, n_classes, 0, 0.0, img_size=params.model.img_size, drop_path=params.model.drop_path)
+    return ViTClassifier(params.model.name, n_classes, 0, 0.0, img_size=params.model.img_size, drop_path=params.model.drop_path)
 
 
 def dataset(folder: Path, part: pd.DataFrame, transform) -> ShardCrops:

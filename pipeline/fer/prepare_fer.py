@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from .. import paths, provenance, stage_code
 from ..config import ConfigError, Params
-from ..data.shards import write_indexed_shards
 from ..curate.images import Rejected, encode_jpeg, load_face_bgr, probe
+from ..data.shards import write_indexed_shards
 from ..faces.crop import expand_box
 from .classes import classes
 from .readers import read_affectnet, read_labels_csv, read_rafdb

@@ -17,8 +17,6 @@ plus ``metrics/curation.json`` and ``reports/curation_samples.png``.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import contextlib
 import functools
 import hashlib
@@ -27,6 +25,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,8 @@ from .. import paths, provenance, stage_code
 from ..config import MissingInput, Params, UserError
 from . import plan as planning
 from .cluster import ray_session
-from .samples import pick_samples, write_contact_sheet
 from .manifest import LOCATION, read_planning, take
+from .samples import pick_samples, write_contact_sheet
 from .scan import MANIFEST
 from .shards import READ_ERRORS, RawReader, ShardSpec, write_shard
 
