@@ -21,9 +21,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
+from pipeline.au.data import Crops, fold_parts
+from pipeline.au.train import build_model
 from pipeline.config import load_params
-from pipeline.finetune.data import Crops, eval_transform, fold_parts
-from pipeline.finetune.train import build_model, load_backbone
+from pipeline.training.backbone import load_backbone
+from pipeline.training.transforms import eval_transform
 
 
 def tensors(folder: Path, part: pd.DataFrame, dataset: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,9 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline.config import load_params  # noqa: E402
+from pipeline.curate.curate import curate  # noqa: E402
 from pipeline.curate.scan import scan_blocks, stream_manifest  # noqa: E402
 from pipeline.curate.sources import SOURCES  # noqa: E402
-from pipeline.curate.stage import curate  # noqa: E402
 from pipeline.synth.sources import Item, make_image  # noqa: E402
 
 FACE9M = 9_000_000

@@ -30,9 +30,9 @@ from PIL import Image
 
 from pipeline.config import RayConfig, load_params
 from pipeline.curate.cluster import ray_session
+from pipeline.curate.curate import curate
 from pipeline.curate.images import encode_jpeg, load_face_bgr
 from pipeline.curate.scan import scan
-from pipeline.curate.stage import curate
 from pipeline.synth.identity import sample_identity
 from pipeline.synth.look import apply_look, paint_background, sample_look
 from pipeline.synth.render import Pose, render_face

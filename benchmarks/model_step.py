@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.finetune.train import au_loss, id_loss  # noqa: E402
-from pipeline.models.au_detector import AUDetector  # noqa: E402
+from pipeline.au.train import au_loss, id_loss  # noqa: E402
 from pipeline.models.mae import MaskedAutoencoder  # noqa: E402
+from pipeline.models.vit_classifier import ViTClassifier  # noqa: E402
 from pipeline.optim import adamw, peak_flops, train_flops_per_image  # noqa: E402
 
 BP4D_AUS, BP4D_SUBJECTS = 12, 41
@@ -49,7 +49,7 @@ BP4D_AUS, BP4D_SUBJECTS = 12, 41
 class AUStep(nn.Module):
     """The finetune stage's loss as a module: AU BCE (+ identity BCE behind the GRL)."""
 
-    def __init__(self, model: AUDetector, batch: int):
+    def __init__(self, model: ViTClassifier, batch: int):
         super().__init__()
         self.model = model
         self.register_buffer("labels", torch.randint(0, 2, (batch, BP4D_AUS)).float())
@@ -66,7 +66,7 @@ def build(args, device: torch.device) -> nn.Module:
     if args.task == "mae":
         width, depth, heads = map(int, args.decoder.split(","))
         return MaskedAutoencoder(args.model, width, depth, heads, img_size=args.img_size).to(device)
-    model = AUDetector(args.model, BP4D_AUS, BP4D_SUBJECTS if args.task == "au" else 0,
+    model = ViTClassifier(args.model, BP4D_AUS, BP4D_SUBJECTS if args.task == "au" else 0,
                        args.iat_lambda if args.task == "au" else 0.0, img_size=args.img_size,
                        drop_path=0.1 if args.task == "au" else 0.0)
     return (AUStep(model, args.batch) if args.task == "au" else model.eval()).to(device)

@@ -17,8 +17,8 @@ import argparse
 
 import torch
 
-from pipeline.models.au_detector import AUDetector
 from pipeline.models.mae import MaskedAutoencoder
+from pipeline.models.vit_classifier import ViTClassifier
 from pipeline.optim import PEAK_BF16, train_flops_per_image
 
 GPUS = ("H100", "A100")
@@ -58,7 +58,7 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 3, 224, 224)
     mae = MaskedAutoencoder(args.model, 512, 8, 16, img_size=224)
-    det = AUDetector(args.model, 12, 41, 2.0, img_size=224)
+    det = ViTClassifier(args.model, 12, 41, 2.0, img_size=224)
     stages = [
         ("pretrain (MAE, mask 0.75, 50 epochs of Face9M)", mae, FACE9M * 50, 128),
         ("finetune (IAT, 30 epochs, one BP4D fold)", det, BP4D_TRAIN * 30, 64),

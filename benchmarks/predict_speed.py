@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.distributed import autocast  # noqa: E402
 from pipeline.faces.crop import crop_face  # noqa: E402
 from pipeline.faces.detect import FaceDetector  # noqa: E402
-from pipeline.finetune.data import eval_transform  # noqa: E402
 from pipeline.models.au_checkpoint import AUModel  # noqa: E402
-from pipeline.models.au_detector import AUDetector  # noqa: E402
+from pipeline.models.vit_classifier import ViTClassifier  # noqa: E402
 from pipeline.predict.engine import Ensemble, Timings, predict  # noqa: E402
+from pipeline.training.transforms import eval_transform  # noqa: E402
 from tests.real_faces import decoded_frames, write_video  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def per_frame(fn, items, repeat: int = 1) -> float:
 
 def model_ms(name: str, size: int, batch: int, device: torch.device, faces: int) -> float:
     """ms per face of the AU model's forward pass at ``batch`` faces per call."""
-    model = AUDetector(name, 12, img_size=size, drop_path=0.0).to(device).eval()
+    model = ViTClassifier(name, 12, img_size=size, drop_path=0.0).to(device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
     calls = max(2, faces // batch)
     with torch.no_grad(), autocast(device):
@@ -101,7 +101,7 @@ def main() -> None:
                 print(f"| {name} | {size} | {batch} | {ms:.2f} | {1000 / total:.1f} | {1000 / ms:.0f} |")
 
         name, size = models[0]
-        model = AUDetector(name, 12, img_size=size, drop_path=0.0).eval()
+        model = ViTClassifier(name, 12, img_size=size, drop_path=0.0).eval()
         au = AUModel(model, Path("random"), "bp4d", (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24), 0.5, size,
                      (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.05, 224)
         timings = Timings()

@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from .config import PARAMS_FILE, ConfigError, UserError, load_params
 
 DATASETS = ("bp4d", "bp4dplus", "disfa")
@@ -23,30 +25,38 @@ FER_DATASETS = ("rafdb", "affectnet", "custom")
 
 @dataclass(frozen=True)
 class Stage:
-    module: str
+    package: str  # stage X runs the module pipeline.<package>.X: one rule for every entry module
     help: str
-    reads: str  # the params.yaml sections the stage reads
+
+    def module(self, name: str) -> str:
+        return f"pipeline.{self.package}.{name}"
 
 
 STAGES = {
-    "synthesize": Stage("pipeline.synth.stage", "write the synthetic face world (sources and AU datasets)", "synth"),
-    "scan": Stage("pipeline.curate.scan", "list the enabled Face9M sources into a manifest (headers only)", "sources"),
-    "curate": Stage("pipeline.curate.stage", "filter, de-duplicate and shard Face9M with Ray", "curate, ray"),
-    "pretrain": Stage("pipeline.pretrain.stage", "MAE pretraining of the ViT on the Face9M shards (torchrun for DDP)",
-                      "model, pretrain"),
-    "prepare": Stage("pipeline.au.prepare", "AU frame index and face-crop shards of one dataset", "au (and finetune.datasets "
-                     "without --dataset)"),
-    "finetune": Stage("pipeline.finetune.stage", "AU finetuning of one fold", "model, finetune, iat, au.unknown_policy"),
-    "probe": Stage("pipeline.evaluate.identity", "identity probes (the release's, strong, unseen sequences) of one encoder",
-                   "model, finetune, evaluate, iat.id_head_layers"),
-    "evaluate": Stage("pipeline.evaluate.stage", "F1 tables over folds and variants, identity probes, t-SNE, learning "
-                      "curves, report", "model, finetune, iat, evaluate, au"),
-    "prepare_fer": Stage("pipeline.fer.prepare", "expression image index and face-crop shards of one FER dataset",
-                         "fer (fer.datasets without --dataset)"),
-    "finetune_fer": Stage("pipeline.fer.stage", "expression recognition finetuning of one FER dataset", "model, fer"),
-    "evaluate_fer": Stage("pipeline.fer.evaluate", "FER accuracy tables, confusion matrices, accuracy per epoch, report",
-                          "fer"),
+    "synthesize": Stage("synth", "write the synthetic face world (sources and AU datasets)"),
+    "scan": Stage("curate", "list the enabled Face9M sources into a manifest (headers only)"),
+    "curate": Stage("curate", "filter, de-duplicate and shard Face9M with Ray"),
+    "pretrain": Stage("pretrain", "MAE pretraining of the ViT on the Face9M shards (torchrun for DDP)"),
+    "prepare": Stage("au", "AU frame index and face-crop shards of one dataset"),
+    "finetune": Stage("au", "AU finetuning of one fold"),
+    "probe": Stage("evaluate", "identity probes (the release's, strong, unseen sequences) of one encoder"),
+    "evaluate": Stage("evaluate", "F1 tables over folds and variants, identity probes, t-SNE, learning curves, report"),
+    "prepare_fer": Stage("fer", "expression image index and face-crop shards of one FER dataset"),
+    "finetune_fer": Stage("fer", "expression recognition finetuning of one FER dataset"),
+    "evaluate_fer": Stage("fer", "FER accuracy tables, confusion matrices, accuracy per epoch, report"),
 }
+
+
+def reads(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> str:
+    """The params.yaml keys that dvc.yaml declares for the stages running ``fmae <name>`` (what DVC
+    re-runs them on), or a pointer to dvc.yaml where there is none to read."""
+    try:
+        stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return "see the project's dvc.yaml"
+    keys = [k for spec in stages.values() if str(spec.get("cmd", "")).split()[:2] == ["fmae", name]
+            for k in spec.get("params", []) if isinstance(k, str)]
+    return ", ".join(dict.fromkeys(keys)) or "none"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fmae", description="FMAE-IAT pipeline stages (normally run by `dvc repro`).")
     subs = parser.add_subparsers(dest="stage", required=True, metavar="STAGE", parser_class=_Parser)
     for name, stage in STAGES.items():
-        sub = subs.add_parser(name, help=stage.help, description=f"{stage.help}. Reads params.yaml: {stage.reads}.")
+        sub = subs.add_parser(name, help=stage.help, description=f"{stage.help}. Reads params.yaml: {reads(name)}.")
         sub.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override one param for this run only, YAML value (e.g. --set synth.workers=1)")
@@ -118,10 +128,9 @@ def _add_predict(subs) -> None:
 
 
 def _predict(args) -> None:
-    from .predict.run import run
+    from .predict.run import Options, run
 
-    run(args.inputs, args.checkpoint, args.out, args.dataset, args.every, args.batch_size, args.min_face,
-        args.min_score, args.device, args.annotate, args.plot)
+    run(args.inputs, args.checkpoint, Options.from_args(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if "fold" in stage_args:
             _check_fold(stage_args["dataset"], stage_args["fold"])
         params = load_params(args.params, dict(_parse_override(s) for s in args.set))
-        module = importlib.import_module(STAGES[args.stage].module)
+        module = importlib.import_module(STAGES[args.stage].module(args.stage))
         module.run(params, **stage_args)
     except UserError as err:
         print(f"fmae {args.stage}: {err}", file=sys.stderr)

@@ -237,17 +237,30 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class Schedule:
+    """How long and how fast a run trains: pretraining, a finetuning recipe (what differs between FER
+    datasets), the release's identity probe."""
+
+    epochs: int
+    warmup_epochs: int  # linear lr warm-up, then a half-cosine to the end
+    batch_size: int  # per process and step
+    blr: float  # base lr: lr = blr x batch x processes / 256
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(self.blr > 0, "blr", self.blr, "a number > 0")
+
+
+@dataclass(frozen=True)
+class PretrainConfig(Schedule):
     mask_ratio: float
     norm_pix_loss: bool
     decoder_dim: int
     decoder_depth: int
     decoder_heads: int
-    epochs: int
-    warmup_epochs: int
-    batch_size: int
     accum_steps: int
-    blr: float
     weight_decay: float
     save_every: int
     init: str  # "" = random init, else a released FMAE/MAE checkpoint
@@ -267,11 +280,8 @@ class PretrainConfig:
         check(self.decoder_depth >= 1, "decoder_depth", self.decoder_depth, "an integer >= 1")
         check(self.decoder_heads >= 1 and self.decoder_dim % self.decoder_heads == 0, "decoder_heads",
               self.decoder_heads, f"a positive divisor of decoder_dim={self.decoder_dim}")
-        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        super().__post_init__()
         check(self.accum_steps >= 1, "accum_steps", self.accum_steps, "an integer >= 1")
-        check(self.blr > 0, "blr", self.blr, "a number > 0")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
         check(self.save_every >= 1, "save_every", self.save_every, "an integer >= 1")
 
@@ -306,24 +316,51 @@ class AUConfig:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    datasets: tuple[str, ...]
-    folds: tuple[int, ...]
-    init: str  # "pretrain" = the pretrain stage's weights, or a path to a released checkpoint
-    epochs: int
-    warmup_epochs: int
-    batch_size: int
-    blr: float
+class Training:
+    """The rest of a finetuning recipe: optimiser, augmentation, model selection, data order."""
+
     layer_decay: float
-    weight_decay: float
+    weight_decay: float  # AdamW, on weights only
     augment: Literal["paper", "flip"]  # paper: the three keys below; flip: resize + horizontal flip only
     min_crop_scale: float  # RandomResizedCrop's smallest area fraction
     rand_augment: str  # timm RandAugment spec, "" = off
     erase_prob: float  # RandomErasing probability
-    selection: Literal["validation", "paper"]
-    val_fraction: float
+    selection: Literal["validation", "paper"]  # epoch (and AU threshold) from held-out training data, or the test split
+    val_fraction: float  # share of the training data held out for validation
     seed: int
     workers: int  # data loader processes per training process
+
+    def __post_init__(self):
+        check(self.workers >= 0, "workers", self.workers, "an integer >= 0")
+        check(0.0 < self.layer_decay <= 1.0, "layer_decay", self.layer_decay, "a number in (0, 1]")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        check(0.0 < self.min_crop_scale <= 1.0, "min_crop_scale", self.min_crop_scale, "a number in (0, 1]")
+        check(self.rand_augment == "" or self.rand_augment.startswith("rand-"), "rand_augment", self.rand_augment,
+              "'' (off) or a timm RandAugment spec such as rand-m9-mstd0.5-inc1")
+        check(0.0 <= self.erase_prob <= 1.0, "erase_prob", self.erase_prob, "a number in [0, 1]")
+        check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in the open interval (0, 1)")
+
+
+@dataclass(frozen=True)
+class Recipe(Training, Schedule):
+    """A whole finetuning recipe, the one type the training loop takes: ``finetune`` is one (AUs),
+    ``fer.recipe(name)`` builds one from a FER dataset's schedule and the shared ``fer`` keys."""
+
+    def __post_init__(self):
+        Schedule.__post_init__(self)
+        Training.__post_init__(self)
+
+    @classmethod
+    def of(cls, schedule: Schedule, training: Training) -> Recipe:
+        return Recipe(**{f.name: getattr(schedule, f.name) for f in dataclasses.fields(Schedule)},
+                   **{f.name: getattr(training, f.name) for f in dataclasses.fields(Training)})
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(Recipe):
+    datasets: tuple[str, ...]
+    folds: tuple[int, ...]
+    init: str  # "pretrain" = the pretrain stage's weights, or a path to a released checkpoint
     random_folds: tuple[int, ...]  # folds of the random-init baseline (stage finetune_random)
 
     def __post_init__(self):
@@ -333,11 +370,7 @@ class FinetuneConfig:
         check_folds(self.random_folds, self.datasets, "random_folds")
         check(bool(self.init), "init", self.init, "'pretrain' or a checkpoint path")
         check(len(set(self.datasets)) == len(self.datasets), "datasets", list(self.datasets), "no repeated dataset")
-        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        check(self.blr > 0, "blr", self.blr, "a number > 0")
-        _check_recipe(self)
+        super().__post_init__()
 
 
 def check_folds(folds: tuple[int, ...], datasets: tuple[str, ...], key: str) -> None:
@@ -353,31 +386,9 @@ def check_folds(folds: tuple[int, ...], datasets: tuple[str, ...], key: str) -> 
     check(bool(folds) and len(set(folds)) == len(folds), key, list(folds), "a non-empty list without repeats")
 
 
-def _check_recipe(cfg) -> None:
-    """The checks a finetuning section shares (``finetune``, ``fer``): optimiser, augmentation, hold-out."""
-    check(cfg.workers >= 0, "workers", cfg.workers, "an integer >= 0")
-    check(0.0 < cfg.layer_decay <= 1.0, "layer_decay", cfg.layer_decay, "a number in (0, 1]")
-    check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a number >= 0")
-    check(0.0 < cfg.min_crop_scale <= 1.0, "min_crop_scale", cfg.min_crop_scale, "a number in (0, 1]")
-    check(cfg.rand_augment == "" or cfg.rand_augment.startswith("rand-"), "rand_augment", cfg.rand_augment,
-          "'' (off) or a timm RandAugment spec such as rand-m9-mstd0.5-inc1")
-    check(0.0 <= cfg.erase_prob <= 1.0, "erase_prob", cfg.erase_prob, "a number in [0, 1]")
-    check(0.0 < cfg.val_fraction < 1.0, "val_fraction", cfg.val_fraction, "a number in the open interval (0, 1)")
-
-
 @dataclass(frozen=True)
-class FERDataset:
+class FERDataset(Schedule):
     root: str  # the dataset's folder ("" = not configured)
-    epochs: int
-    warmup_epochs: int
-    batch_size: int
-    blr: float  # lr = blr x batch / 256
-
-    def __post_init__(self):
-        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        check(self.blr > 0, "blr", self.blr, "a number > 0")
 
 
 @dataclass(frozen=True)
@@ -400,7 +411,7 @@ class FERCustom(FERDataset):
 
 
 @dataclass(frozen=True)
-class FERConfig:
+class FERConfig(Training):
     datasets: tuple[str, ...]
     rafdb: FERRafdb
     affectnet: FERAffectNet
@@ -408,18 +419,8 @@ class FERConfig:
     init: str
     crop_size: int
     box_margin: float
-    layer_decay: float
-    weight_decay: float
     label_smoothing: float
     balanced: bool
-    augment: Literal["paper", "flip"]
-    min_crop_scale: float
-    rand_augment: str
-    erase_prob: float
-    selection: Literal["validation", "paper"]
-    val_fraction: float
-    seed: int
-    workers: int
 
     def __post_init__(self):
         for i, name in enumerate(self.datasets):
@@ -434,10 +435,14 @@ class FERConfig:
         check(self.crop_size >= 32, "crop_size", self.crop_size, "an integer >= 32 (paper: 224)")
         check(0 <= self.box_margin < 1, "box_margin", self.box_margin, "a number in [0, 1)")
         check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
-        _check_recipe(self)
+        super().__post_init__()
 
     def dataset(self, name: str) -> FERDataset:
         return getattr(self, name)
+
+    def recipe(self, name: str) -> Recipe:
+        """Dataset ``name``'s schedule with the recipe keys the FER datasets share."""
+        return Recipe.of(self.dataset(name), self)
 
 
 @dataclass(frozen=True)
@@ -454,23 +459,16 @@ class IATConfig:
 
 
 @dataclass(frozen=True)
-class ReleaseProbeConfig:
+class ReleaseProbeConfig(Schedule):
     """(a) the released code's identity probe (its finetuning script's defaults)."""
 
-    epochs: int
-    blr: float  # lr = blr x batch_size / 256
-    batch_size: int
-    warmup_epochs: int
     weight_decay: float
     # the encoders it runs on (20 augmented passes each); the strong probes run on every encoder
     models: tuple[Literal["pretrained", "fmae", "iat", "random"], ...]
 
     def __post_init__(self):
-        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        check(self.blr > 0, "blr", self.blr, "a number > 0")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        super().__post_init__()
         check(len(set(self.models)) == len(self.models), "models", list(self.models), "a list without repeats")
-        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, f"an integer in [0, epochs={self.epochs}]")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
 
 

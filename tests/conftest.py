@@ -56,7 +56,7 @@ def pytest_addoption(parser):
 
 def curate_overrides(out: Path, **extra) -> dict:
     """Tiny-world params whose source roots point into the world written under ``out``."""
-    from pipeline.synth.stage import source_root
+    from pipeline.synth.synthesize import source_root
 
     roots = {f"sources.{n}": {"enabled": True, "root": str(source_root(out, n)), "max_images": 0} for n in NAMES}
     return {**TINY, "synth.out_dir": str(out), **roots, "curate.shard_size": 16, **extra}
@@ -74,7 +74,7 @@ def params():
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """(params, out_dir) of a tiny world written once per test session."""
-    from pipeline.synth.stage import synthesize
+    from pipeline.synth.synthesize import synthesize
 
     base = tmp_path_factory.mktemp("world")
     p = tiny_params(base / "raw")
@@ -86,8 +86,8 @@ def tiny_world(tmp_path_factory):
 def curated(tiny_world, tmp_path_factory):
     """(params, base) of the tiny world scanned and curated once with 2 Ray workers;
     the shards are in ``base / "face9m" / "shards"``."""
+    from pipeline.curate.curate import curate
     from pipeline.curate.scan import scan, write_manifest
-    from pipeline.curate.stage import curate
 
     _, out = tiny_world
     base = tmp_path_factory.mktemp("curated")

@@ -1,10 +1,11 @@
+import dataclasses
 import re
 
 import pytest
 import yaml
 
 from pipeline import overlay
-from pipeline.config import ConfigError, load_params, params_from_dict, require_dir
+from pipeline.config import ConfigError, Recipe, load_params, params_from_dict, require_dir
 from tests.conftest import ROOT
 
 
@@ -45,6 +46,11 @@ def test_round_trip_to_plain_data_matches_params_yaml(shipped):
     ("finetune.rand_augment", "m9", "timm RandAugment spec"),
     ("finetune.min_crop_scale", 0.0, "(0, 1]"),
     ("finetune.erase_prob", 1.5, "[0, 1]"),
+    ("finetune.warmup_epochs", 13, "[0, epochs="),  # the recipe's checks, written once, for AUs and FER alike
+    ("fer.rafdb.warmup_epochs", 16, "[0, epochs=15]"),
+    ("fer.affectnet.blr", 0.0, "> 0"),
+    ("fer.erase_prob", -0.1, "[0, 1]"),
+    ("fer.val_fraction", 1.0, "open interval (0, 1)"),
 ])
 def test_bad_values_name_key_value_and_allowed(key, value, fragment):
     with pytest.raises(ConfigError) as err:
@@ -162,3 +168,14 @@ def test_the_tests_base_params_have_the_shipped_keys():
                                                  for x in keys(v, f"{prefix}{k}.")}
     shipped, base = (yaml.safe_load((ROOT / name).read_text()) for name in ("params.yaml", "tests/params.yaml"))
     assert keys(base) == keys(shipped)
+
+
+def test_one_recipe_type_for_au_and_fer_finetuning():
+    """The loop takes one Recipe: finetune is one; fer builds one per dataset from its schedule and
+    the recipe keys the FER datasets share."""
+    p = load_params(ROOT / "params.yaml", {"fer.affectnet.epochs": 7, "fer.layer_decay": 0.5})
+    assert isinstance(p.finetune, Recipe)
+    r = p.fer.recipe("affectnet")
+    assert type(r) is Recipe and (r.epochs, r.blr, r.layer_decay, r.augment) == (7, p.fer.affectnet.blr, 0.5, p.fer.augment)
+    assert p.fer.recipe("rafdb").epochs == p.fer.rafdb.epochs != 7
+    assert {f.name for f in dataclasses.fields(Recipe)} <= {f.name for f in dataclasses.fields(type(p.finetune))}

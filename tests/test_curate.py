@@ -22,14 +22,14 @@ import yaml
 from PIL import Image, ImageOps
 
 from pipeline.config import ConfigError, load_params
+from pipeline.curate.curate import KILL_AFTER_SHARDS, curate, read_keys
 from pipeline.curate.images import load_face
 from pipeline.curate.plan import apply_filters
 from pipeline.curate.scan import scan
 from pipeline.curate.sources import read_source
 from pipeline.curate.sources.base import make_key
-from pipeline.curate.stage import KILL_AFTER_SHARDS, curate, read_keys
 from pipeline.synth import sources as synth_sources
-from pipeline.synth.stage import source_root
+from pipeline.synth.synthesize import source_root
 from tests.conftest import NAMES, PARAMS, curate_overrides
 
 
@@ -323,7 +323,7 @@ def test_tasks_are_submitted_with_a_bounded_number_in_flight():
     """However many tasks, at most ``in_flight`` are unfinished at once, and results keep their order."""
     import ray
 
-    from pipeline.curate.stage import _run_tasks
+    from pipeline.curate.curate import _run_tasks
 
     seen: list[int] = []
 
@@ -355,7 +355,7 @@ def test_a_users_error_in_a_task_reaches_the_driver_as_itself_not_a_remote_trace
     import ray
 
     from pipeline.config import OutputError
-    from pipeline.curate.stage import _run_tasks
+    from pipeline.curate.curate import _run_tasks
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:

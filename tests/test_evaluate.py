@@ -14,7 +14,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from pipeline.au.folds import AUS
 from pipeline.au.metrics import THRESHOLDS, auc_per_au, best_threshold, f1_per_au
 from pipeline.evaluate import figures, report
-from pipeline.evaluate.probe import linear_probe, probe_split, release_probe, sequence_split, strong_probe
+from pipeline.evaluate.linear_probes import linear_probe, probe_split, release_probe, sequence_split, strong_probe
 from pipeline.evaluate.scores import score_fold, summarise
 
 
@@ -195,7 +195,7 @@ def test_folds_selected_under_different_protocols_are_refused(params, tmp_path):
     import json
     from dataclasses import replace
 
-    from pipeline.evaluate.stage import fold_runs
+    from pipeline.evaluate.evaluate import fold_runs
 
     for fold, protocol in ((1, "validation"), (2, "paper"), (3, "validation")):
         folder = tmp_path / "iat" / "bp4d" / f"fold{fold}"
@@ -295,8 +295,8 @@ def test_identity_table_marks_the_release_probe_absent_where_it_did_not_run():
 
 def test_probe_results_average_each_protocol_over_the_encoders_that_ran_it(params, tmp_path):
     """The release's probe runs on evaluate.release_probe.models only; the strong probes on every encoder."""
-    from pipeline.evaluate.identity import out_paths
-    from pipeline.evaluate.stage import probe_results
+    from pipeline.evaluate.evaluate import probe_results
+    from pipeline.evaluate.probe import out_paths
 
     def fold(top1, release):
         row = {"strong": {"top1": top1, "lr": 0.01}, "unseen_sequences": {"top1": top1 / 2}}

@@ -138,7 +138,12 @@ def test_labels_csv_takes_names_or_indices_and_refuses_others(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
 def test_scores_match_scikit_learn():
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+    )
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, 300)
@@ -156,7 +161,7 @@ def test_scores_match_scikit_learn():
 
 
 def test_prepare_lists_every_left_out_image_and_crops_the_rest(world, tmp_path):
-    from pipeline.fer.prepare import prepare
+    from pipeline.fer.prepare_fer import prepare
 
     params, truth = world
     index = prepare(params, "affectnet", tmp_path / "affectnet")
@@ -168,8 +173,8 @@ def test_prepare_lists_every_left_out_image_and_crops_the_rest(world, tmp_path):
     assert "truncated" in reasons[flawed[flawed == "truncated"].index[0]]
     assert {i for i in flawed.index if "null_fields" in flawed[i]} <= set(reasons)
     assert json.loads((tmp_path / "affectnet" / "classes.json").read_text()) == list(C.AFFECTNET)
-    from pipeline.finetune.data import eval_transform
     from pipeline.fer.train import dataset
+    from pipeline.training.transforms import eval_transform
 
     crops = dataset(tmp_path / "affectnet", index, eval_transform(64))
     x, y, _ = crops[0]
@@ -203,7 +208,7 @@ MARGIN = 0.15  # accuracy points over the majority class that the working pipeli
 def _finetune_small_cnn(tmp_path_factory, monkeypatch, shuffle_labels: bool = False) -> dict:
     """prepare_fer on a 600-image RAF-DB, then finetune_fer's own loop (loaders, augmentation, loss, schedule,
     validation hold-out) with a small CNN in the ViT's place: the ViT needs far more steps than a test may take."""
-    from pipeline.fer import prepare as fer_prepare
+    from pipeline.fer import prepare_fer as fer_prepare
     from pipeline.fer import train
     from pipeline.models import checkpoint
 
@@ -251,7 +256,7 @@ def test_killed_expression_finetuning_resumes_to_the_uninterrupted_result(world,
     import logging
 
     from pipeline.fer import train
-    from pipeline.fer.prepare import prepare
+    from pipeline.fer.prepare_fer import prepare
     from pipeline.models.mae import MaskedAutoencoder
 
     params, _ = world

@@ -11,23 +11,24 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.faces.crop import crop_face, expand_box
+from pipeline.au.data import fold_parts
 from pipeline.au.folds import AUS, FOLDS, fold_split, subjects
 from pipeline.au.labels import UNKNOWN, apply_policy, read_occurrence_csv
 from pipeline.au.metrics import best_threshold, f1_per_au
-from pipeline.finetune.data import fold_parts
-from pipeline.finetune.train import Run, au_loss, finetune, id_loss, load_backbone
+from pipeline.au.train import Run, au_loss, finetune, id_loss
+from pipeline.faces.crop import crop_face, expand_box
 from pipeline.models import checkpoint
-from pipeline.models.au_detector import GRL, AUDetector
 from pipeline.models.mae import MaskedAutoencoder
+from pipeline.models.vit_classifier import GRL, ViTClassifier
 from pipeline.optim import adamw
+from pipeline.training.backbone import load_backbone
 
 from .conftest import PARAMS, TINY, TINY_STAGES
 
 
 def detector(lambda_=2.0, layers=1):
     torch.manual_seed(0)
-    return AUDetector("vit_tiny_patch16_224", 12, 41, lambda_, layers, img_size=32, drop_path=0.0)
+    return ViTClassifier("vit_tiny_patch16_224", 12, 41, lambda_, layers, img_size=32, drop_path=0.0)
 
 
 # -------------------------------------------------------------------------------- GRL
@@ -41,7 +42,7 @@ def test_grl_is_identity_forward_and_scales_gradient_by_minus_lambda(lam):
     assert torch.allclose(x.grad, -lam * upstream)
 
 
-def _id_only_gradients(m: AUDetector, x: torch.Tensor):
+def _id_only_gradients(m: ViTClassifier, x: torch.Tensor):
     """Backward of the identity logits' sum through the model's own ``forward``: the ID head's weight
     gradient, the gradient arriving at the pooled feature, and the patch embedding's gradient."""
     captured = {}
@@ -160,8 +161,8 @@ def test_box_grows_five_percent_per_side_and_clips():
         expand_box(2000, 0, 10, 10, 0.05, 100, 100)
 
 
-def test_train_transform_is_the_papers_by_default_and_each_part_can_be_turned_off():
-    from pipeline.finetune.data import train_transform
+def test_train_transform_is_the_papers_by_default_and_each_part_can_be_turned_off(params):
+    from pipeline.training.transforms import train_transform
 
     def parts(transform):
         return [type(t).__name__ for t in transform.transforms]
@@ -170,9 +171,12 @@ def test_train_transform_is_the_papers_by_default_and_each_part_can_be_turned_of
     assert parts(paper) == ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip", "RandAugment", "MaybeToTensor",
                             "Normalize", "RandomErasing"]
     assert paper.transforms[0].scale == (0.08, 1.0) and paper.transforms[-1].probability == 0.25
-    plain = train_transform(64, min_crop_scale=1.0, rand_augment="", erase_prob=0.0)
+    plain = train_transform(64, replace(params.finetune, augment="paper", min_crop_scale=1.0, rand_augment="",
+                                                    erase_prob=0.0))
     assert parts(plain) == ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip", "MaybeToTensor", "Normalize"]
     assert plain.transforms[0].scale == (1.0, 1.0)
+    flip = train_transform(64, replace(params.finetune, augment="flip"))
+    assert parts(flip) == ["Resize", "RandomHorizontalFlip", "ToTensor", "Normalize"]
 
 
 def test_crop_is_the_expanded_box_resized():
@@ -271,7 +275,7 @@ def test_loads_released_finetuned_iat_checkpoint(tmp_path):
     source = detector()
     state = {k: v for k, v in source.state_dict().items()}
     torch.save({"model": state, "args": argparse.Namespace(nb_classes=12)}, tmp_path / "iat.pth")
-    m = AUDetector("vit_tiny_patch16_224", 12, 41, 2.0, 1, img_size=32)
+    m = ViTClassifier("vit_tiny_patch16_224", 12, 41, 2.0, 1, img_size=32)
     report = checkpoint.load_into(m, checkpoint.read(tmp_path / "iat.pth")["model"])
     assert not report.missing and not report.unexpected
     assert torch.equal(m.ID_head.weight, source.ID_head.weight) and torch.equal(m.head.weight, source.head.weight)
@@ -284,7 +288,7 @@ def tiny_fold(tiny_world, tmp_path_factory):
     from pipeline.au.prepare import prepare
     from pipeline.config import load_params
     from pipeline.models.mae import build_mae
-    from pipeline.synth.stage import au_root
+    from pipeline.synth.synthesize import au_root
 
     _, out = tiny_world
     base = tmp_path_factory.mktemp("finetune")
@@ -301,7 +305,8 @@ def test_au_detector_overfits_one_batch_of_crops(tiny_fold):
     """The detector, its loss and its optimiser can fit 16 real crops: train F1 >= 0.9."""
     from sklearn.metrics import f1_score
 
-    from pipeline.finetune.data import Crops, eval_transform
+    from pipeline.au.data import Crops
+    from pipeline.training.transforms import eval_transform
 
     params, crops_dir = tiny_fold
     index = pd.read_parquet(crops_dir / "index.parquet")
@@ -309,7 +314,7 @@ def test_au_detector_overfits_one_batch_of_crops(tiny_fold):
     batch = Crops(crops_dir, index, "bp4d", eval_transform(params.model.img_size))
     x, y = torch.stack([batch[i][0] for i in range(len(batch))]), batch.labels
     torch.manual_seed(0)
-    model = AUDetector(params.model.name, 12, 41, 0.0, img_size=params.model.img_size, drop_path=0.0)
+    model = ViTClassifier(params.model.name, 12, 41, 0.0, img_size=params.model.img_size, drop_path=0.0)
     opt = adamw(model, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999))
     for _ in range(150):
         loss = au_loss(model(x)[0], y)
@@ -345,7 +350,7 @@ def test_killed_finetune_resumes_to_the_uninterrupted_result(tiny_fold, tmp_path
     is written with the best weights being the current ones (not stored) or an earlier epoch's (stored)."""
     import itertools
 
-    import pipeline.finetune.train as train_module
+    import pipeline.au.train as train_module
 
     if best != "natural":
         calls, real = itertools.count(1), train_module.best_threshold

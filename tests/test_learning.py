@@ -4,7 +4,7 @@ A small BP4D world is rendered in its native layout, ``prepare`` crops it, and t
 own ``finetune()`` trains fold 1: its loaders, augmentation, loss, optimiser, schedule and
 validation-subject selection. The test asserts mean ROC-AUC on the fold's test subjects.
 
-The backbone is a small CNN with the ``AUDetector`` interface, not the paper's ViT: on 2 CPU cores
+The backbone is a small CNN with the ``ViTClassifier`` interface, not the paper's ViT: on 2 CPU cores
 the ViT-Ti needs ~800 steps on ~4,000 frames (9 minutes) to leave its plateau (test AUC 0.59, see
 the README), far more than a test may take. Everything around the backbone is the pipeline's, so a
 broken label path, crop, fold split or training loop fails this test.
@@ -69,7 +69,7 @@ class SmallCNN(nn.Module):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from pipeline.synth.stage import synthesize
+    from pipeline.synth.synthesize import synthesize
 
     base = tmp_path_factory.mktemp("learning")
     params = load_params(PARAMS, {**WORLD, "synth.out_dir": str(base / "raw"),
@@ -95,7 +95,7 @@ def test_auc_on_unseen_subjects(world, monkeypatch):
 
 def train_and_score(params, data_dir, monkeypatch, frozen_trunk: bool = False, truth: pd.DataFrame | None = None):
     """Finetune fold 1 with the CNN; per-AU test AUC against ``truth`` (default: the index's labels)."""
-    from pipeline.finetune import train
+    from pipeline.au import train
 
     monkeypatch.setattr(train, "build_model", lambda p, dataset, lam: SmallCNN(len(AUS[dataset]), frozen_trunk))
     monkeypatch.setattr(train, "load_backbone", lambda model, init: checkpoint.LoadReport())

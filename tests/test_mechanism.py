@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from pipeline.au.metrics import auc_per_au
-from pipeline.evaluate.probe import linear_probe
-from pipeline.finetune.train import au_loss, id_loss
-from pipeline.models.au_detector import GRL, dann_ramp
+from pipeline.au.train import au_loss, id_loss
+from pipeline.evaluate.linear_probes import linear_probe
+from pipeline.models.vit_classifier import GRL, dann_ramp
 
 SUBJECTS, AUS, PER_SUBJECT = 10, 3, 90
 ID_DIMS, NOISE, ID_SCALE = 8, 0.3, 3.0
@@ -104,10 +104,10 @@ def test_dann_ramp_values():
 
 @pytest.mark.parametrize("schedule", ["constant", "ramp"])
 def test_the_objective_schedules_the_reversal_scale(schedule):
-    from pipeline.finetune.train import AUObjective
-    from pipeline.models.au_detector import AUDetector
+    from pipeline.au.train import AUObjective
+    from pipeline.models.vit_classifier import ViTClassifier
 
-    model = AUDetector("vit_tiny_patch16_224", 3, 5, 2.0, img_size=32)
+    model = ViTClassifier("vit_tiny_patch16_224", 3, 5, 2.0, img_size=32)
     objective = AUObjective(2.0, "bce", schedule)
     for progress in (0.0, 0.5, 1.0):
         objective.on_step(model, progress)

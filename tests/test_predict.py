@@ -15,22 +15,22 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.faces.crop import crop_face
 from pipeline.faces.detect import FaceDetector
-from pipeline.finetune.data import eval_transform
 from pipeline.models import checkpoint
 from pipeline.models.au_checkpoint import inference_record, load
-from pipeline.models.au_detector import AUDetector
 from pipeline.models.mae import MaskedAutoencoder
-from pipeline.predict.run import run
+from pipeline.models.vit_classifier import ViTClassifier
+from pipeline.predict.run import Options, run
+from pipeline.training.transforms import eval_transform
 
 from .real_faces import FPS, PORTRAIT, VIDEO_FRAMES, decoded_frames, write_video
 
 AUS = ["AU01", "AU02", "AU04", "AU06", "AU07", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24"]
 
 
-def fold_model(seed: int) -> AUDetector:
+def fold_model(seed: int) -> ViTClassifier:
     """A small AU detector with an identity head (as IAT folds have), heads spread so the AUs differ."""
     torch.manual_seed(seed)
-    model = AUDetector("vit_tiny_patch16_224", 12, 41, 2.0, img_size=64, drop_path=0.0)
+    model = ViTClassifier("vit_tiny_patch16_224", 12, 41, 2.0, img_size=64, drop_path=0.0)
     torch.nn.init.normal_(model.head.weight, std=0.3)
     return model.eval()
 
@@ -54,7 +54,7 @@ def material(tmp_path_factory):
             "ckpt": save_fold(base / "fold1.pth", 1), "ckpt2": save_fold(base / "fold2.pth", 2, threshold=0.55)}
 
 
-def direct_probs(model: AUDetector, bgr: np.ndarray, box) -> np.ndarray:
+def direct_probs(model: ViTClassifier, bgr: np.ndarray, box) -> np.ndarray:
     """The model applied by hand to one face: the training crop, the evaluation transform, a sigmoid."""
     crop = crop_face(bgr, box, 0.05, 224)
     x = eval_transform(64)(Image.fromarray(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)))[None]
@@ -92,14 +92,14 @@ def test_rows_timestamps_and_probabilities_match_the_model_applied_directly(mate
 def test_video_stride_folders_parquet_and_an_ensemble(material, tmp_path):
     out = tmp_path / "results.parquet"
     table = run([str(material["photos"]), str(material["video"])], [str(material["ckpt"]), str(material["ckpt2"])],
-                str(out), every=3, progress=False)
+                Options(str(out), every=3, progress=False))
     written = pd.read_parquet(out)
     assert len(written) == len(table)
     assert written.input.iloc[0].endswith("day1/hopper.png")  # the folder was searched recursively
     video = written[written.input == str(material["video"])]
     assert list(video.frame) == [0, 3, 6, 9] and np.allclose(video.time_s, video.frame / FPS)
-    one = run([str(material["video"])], [str(material["ckpt"])], str(tmp_path / "a.csv"), every=3, progress=False)
-    two = run([str(material["video"])], [str(material["ckpt2"])], str(tmp_path / "b.csv"), every=3, progress=False)
+    one = run([str(material["video"])], [str(material["ckpt"])], Options(str(tmp_path / "a.csv"), every=3, progress=False))
+    two = run([str(material["video"])], [str(material["ckpt2"])], Options(str(tmp_path / "b.csv"), every=3, progress=False))
     assert np.allclose(video[AUS].to_numpy(), (one[AUS].to_numpy() + two[AUS].to_numpy()) / 2, atol=1e-6)
     assert json.loads((tmp_path / "results.parquet.provenance.json").read_text())["threshold"] == pytest.approx(0.5)
 
@@ -138,15 +138,15 @@ def test_bad_inputs_are_listed_with_reasons_and_the_good_rows_written(material, 
 
 
 def test_small_and_unsure_faces_are_listed_without_aus(material, tmp_path):
-    table = run([str(PORTRAIT)], [str(material["ckpt"])], str(tmp_path / "r.csv"), min_face=400, progress=False)
+    table = run([str(PORTRAIT)], [str(material["ckpt"])], Options(str(tmp_path / "r.csv"), min_face=400, progress=False))
     assert table.status.tolist() == ["small face"] and table[AUS].isna().all(axis=None)
-    table = run([str(PORTRAIT)], [str(material["ckpt"])], str(tmp_path / "r.csv"), min_score=0.99, progress=False)
+    table = run([str(PORTRAIT)], [str(material["ckpt"])], Options(str(tmp_path / "r.csv"), min_score=0.99, progress=False))
     assert table.status.tolist() == ["low score"] and table.score.iloc[0] > 0.5
 
 
 def test_annotated_output_and_timeline(material, tmp_path):
-    run([str(PORTRAIT), str(material["video"])], [str(material["ckpt"])], str(tmp_path / "r.csv"),
-        annotate=str(tmp_path / "ann"), plot=str(tmp_path / "plots"), progress=False)
+    run([str(PORTRAIT), str(material["video"])], [str(material["ckpt"])], Options(str(tmp_path / "r.csv"),
+        annotate=str(tmp_path / "ann"), plot=str(tmp_path / "plots"), progress=False))
     image = cv2.imread(str(tmp_path / "ann" / "sample_data__grace_hopper.jpg"))
     assert image.shape == cv2.imread(str(PORTRAIT)).shape and not np.array_equal(image, cv2.imread(str(PORTRAIT)))
     assert len(decoded_frames(next((tmp_path / "ann").glob("*clip.mp4")))) == VIDEO_FRAMES
@@ -185,7 +185,7 @@ def test_released_checkpoints_need_their_dataset_and_wrong_files_are_refused(mat
 
 def save_expression_model(path, seed: int, classes=("neutral", "happiness", "sadness"), margin: float = 0.1):
     torch.manual_seed(seed)
-    model = AUDetector("vit_tiny_patch16_224", len(classes), img_size=64, drop_path=0.0).eval()
+    model = ViTClassifier("vit_tiny_patch16_224", len(classes), img_size=64, drop_path=0.0).eval()
     torch.nn.init.normal_(model.head.weight, std=0.3)
     record = {"format": "fmae-fer-classifier/1", "task": "fer", "model": "vit_tiny_patch16_224", "img_size": 64,
               "dataset": "rafdb", "classes": list(classes), "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
@@ -222,7 +222,7 @@ def test_an_expression_checkpoint_adds_a_probability_per_class_beside_the_aus(ma
     assert len(list((tmp_path / "ann").iterdir())) == 2  # the annotated photo and video
     record = json.loads((tmp_path / "both.csv.provenance.json").read_text())
     assert record["checkpoints"][1]["classes"] == ["neutral", "happiness", "sadness"]
-    only = run([str(PORTRAIT)], [str(tmp_path / "fer.pth")], str(tmp_path / "fer_only.csv"), progress=False)
+    only = run([str(PORTRAIT)], [str(tmp_path / "fer.pth")], Options(str(tmp_path / "fer_only.csv"), progress=False))
     assert not [c for c in only.columns if c.startswith("AU")] and np.allclose(only[fer].iloc[0].to_numpy(float), want, atol=1e-5)
     save_expression_model(tmp_path / "fer4.pth", 4, classes=("neutral", "happiness", "sadness", "anger"))
     assert main(["predict", str(PORTRAIT), "--checkpoint", str(tmp_path / "fer.pth"), str(tmp_path / "fer4.pth"),

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.au.data import Crops
 from pipeline.au.folds import AUS, subjects
 from pipeline.au.labels import UNKNOWN
-from pipeline.finetune.data import Crops, eval_transform
+from pipeline.training.transforms import eval_transform
 
 from .conftest import PARAMS, TINY, TINY_STAGES
 
@@ -29,7 +30,7 @@ def prepared(request, tiny_world, tmp_path_factory):
     """{dataset: (index, skipped, folder)} of the tiny world, prepared under one unknown policy."""
     from pipeline.au.prepare import prepare
     from pipeline.config import load_params
-    from pipeline.synth.stage import au_root
+    from pipeline.synth.synthesize import au_root
 
     _, out = tiny_world
     base = tmp_path_factory.mktemp(f"prepared-{request.param}")
@@ -129,7 +130,7 @@ def test_crops_serve_the_tar_members_with_labels_in_au_order(prepared, dataset):
 
 def test_disfa_face_boxes_are_the_rendered_faces(tiny_world, truth):
     from pipeline.au.crops import read_boxes
-    from pipeline.synth.stage import au_root
+    from pipeline.synth.synthesize import au_root
 
     _, out = tiny_world
     boxes = read_boxes(au_root(out, "disfa"))

@@ -19,7 +19,8 @@ def covered(path: str, deps: list[str]) -> bool:
 
 def missing_deps(stage: str, spec: dict) -> list[str]:
     """The entry module's closure files (empty package ``__init__`` files aside) no dep covers."""
-    entry = STAGES[spec["cmd"].split()[1]].module
+    name = spec["cmd"].split()[1]
+    entry = STAGES[name].module(name)
     deps = [d for d in spec.get("deps", []) if isinstance(d, str)]
     files = [p for p in stage_code.closure(entry) if p.name != "__init__.py" or _has_code(p)]
     return [f for f in stage_code.relative(files) if not covered(f, deps)]
@@ -49,8 +50,44 @@ def test_a_removed_dep_or_an_added_import_is_caught(tmp_path, monkeypatch):
 
 
 def test_closure_follows_relative_lazy_and_package_imports():
-    files = stage_code.relative(stage_code.closure("pipeline.finetune.stage"))
-    assert "pipeline/finetune/train.py" in files  # from .train import ...
+    files = stage_code.relative(stage_code.closure("pipeline.au.finetune"))
+    assert "pipeline/au/train.py" in files  # from .train import ...
     assert "pipeline/au/folds.py" in files  # config.py imports it inside a function
-    assert "pipeline/__init__.py" in files and "pipeline/finetune/__init__.py" in files
+    assert "pipeline/__init__.py" in files and "pipeline/training/__init__.py" in files  # from ..training import loop
     assert "pipeline/synth/render.py" not in files and "pipeline/cli.py" not in files
+
+
+def _written(spec: dict) -> list[str]:
+    """The paths a stage writes: its outs, metrics and plots (plain or with options)."""
+    return [next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots") for o in spec.get(key, [])]
+
+
+def test_every_path_of_the_paths_module_is_written_by_a_stage():
+    """pipeline/paths.py names each stage output once; each is an out of dvc.yaml, under or above one, so a path
+    changed in one place and not the other fails here."""
+    from pathlib import Path
+
+    from pipeline import paths
+
+    written = [w for spec in DVC.values() for w in _written(spec)]
+    named = {k: v for k, v in vars(paths).items() if isinstance(v, Path)}
+    assert len(named) >= 20
+    orphans = [f"{k} = {v}" for k, v in named.items() if not any(covered(w, [v.as_posix()]) or covered(v.as_posix(), [w])
+                                                                 for w in written)]
+    assert orphans == []
+
+
+def test_every_stage_runs_the_module_named_after_it_and_says_what_it_reads(capsys):
+    """One rule: `fmae X` runs pipeline.<package>.X; its --help lists the params dvc.yaml tracks for it."""
+    import importlib
+
+    from pipeline.cli import main, reads
+
+    for name, stage in STAGES.items():
+        assert hasattr(importlib.import_module(stage.module(name)), "run"), name
+    assert {spec["cmd"].split()[1] for spec in DVC.values()} == set(STAGES)
+    assert reads("finetune", ROOT / "dvc.yaml") == "model, finetune, au.unknown_policy, au.box_margin, au.crop_size, iat"
+    assert reads("finetune", ROOT / "no-such.yaml") == "see the project's dvc.yaml"
+    with pytest.raises(SystemExit):
+        main(["probe", "--help"])
+    assert "Reads params.yaml: " in capsys.readouterr().out

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.synth.au_datasets import BP4DPLUS_CODED_AUS, DISFA_LABELLED_AUS, quirk_subject, rendered_subjects
-from pipeline.synth.stage import au_root, source_root, synthesize
+from pipeline.synth.synthesize import au_root, source_root, synthesize
 from tests.conftest import tiny_params
 
 
@@ -315,7 +315,7 @@ def test_same_bytes_for_any_number_of_workers(tiny_world, tmp_path):
 
 
 def test_world_files_carry_the_fixed_mtime(tiny_world):
-    from pipeline.synth.stage import WORLD_MTIME
+    from pipeline.synth.synthesize import WORLD_MTIME
 
     _, out = tiny_world
     assert {int(p.stat().st_mtime) for p in out.rglob("*") if p.is_file()} == {WORLD_MTIME}

@@ -44,3 +44,9 @@ def auc_per_au(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
             ranks[order] = np.repeat(avg, counts)
             out[a] = (ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return out
+
+
+def mean_auc(auc: np.ndarray) -> float:
+    """Mean over the AUs that have an AUC (an AU with one class only in a split has none); NaN if none has."""
+    known = auc[~np.isnan(auc)]
+    return float(known.mean()) if len(known) else float("nan")

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..config import ConfigError, InputError, Params
 from ..data.shards import write_indexed_shards
 from ..faces import detect
@@ -33,7 +33,7 @@ from .crops import BOX_COLUMNS, BOX_FILE, read_boxes
 from .folds import subjects
 from .labels import apply_policy, au_columns, read_dataset
 
-OUT = Path("data/au")
+OUT = paths.AU_CROPS
 SHARD_SIZE = 1000
 JPEG_QUALITY = 95
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)

@@ -21,12 +21,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from .. import paths
 from ..config import MissingInput, Params, require_dir
 from .manifest import ROW_GROUP
 from .sources import source_jobs
 
 log = logging.getLogger(__name__)
-MANIFEST = Path("data/face9m/manifest.parquet")
+MANIFEST = paths.MANIFEST
 COLUMNS = ["key", "source", "path", "member", "size", "sig", "width", "height", "identity",
            "crop_x", "crop_y", "crop_w", "crop_h", "error"]
 

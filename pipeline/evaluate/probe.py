@@ -1,199 +1,134 @@
-"""Identity probes: how much identity a frozen backbone's features carry (the paper's Section 5).
+"""Stage ``probe`` (``probe@<dataset>-<model>``): the identity probes of one encoder.
 
-Three protocols, each reported with its chance level (1 / subjects):
+``fmae probe --dataset bp4d --model fmae`` runs the three probes of :mod:`.linear_probes` (the release's,
+a strong one, unseen sequences; the release's only where ``evaluate.release_probe.models`` names the
+encoder) on the features of ``model``: ``pretrained`` (``finetune.init``,
+before any finetuning) or a finetuned variant (``fmae``, ``iat``, ``random``) on each fold of
+``evaluate.probe_folds``. One stage per encoder, so DVC re-probes only what changed: an IAT
+experiment re-runs ``probe@bp4d-iat`` and ``evaluate``, not the other encoders' probes (the
+release's probe costs 20 augmented passes over 2,870 frames per model, minutes on a CPU).
 
-- ``release``: the released code's probe (branch ``BP4D_ID_linear_prob`` of the FMAE-IAT
-  repository, its defaults), so the paper's 83% -> 27.9% can be compared: the backbone under
-  ``no_grad``, a bias-free ``Linear(D, subjects)``, 70 random frames per subject to train on and 30
-  others of the same subjects to test on, inputs augmented as in finetuning (RandomResizedCrop,
-  flip, RandAugment, random erasing), BCE against one-hot targets, AdamW at lr = blr x batch / 256
-  with warm-up and cosine, weight decay 0.05; the reported figure is the *maximum* top-1 over
-  epochs on the probe's own test frames (selection on the test split, as released).
-- ``strong``: a probe trained to convergence on the same split without augmentation, its learning
-  rate chosen on a held-out share of the probe's *training* frames (never the test frames, Barrett
-  et al., EMNLP 2019), features standardised, top-1 after the last epoch. A weak probe can miss
-  identity that is there (Elazar & Goldberg, EMNLP 2018); this one is meant not to.
-- ``unseen_sequences``: the strong probe trained on some sequences (tasks) of each subject and tested
-  on its *other* sequences. Frames of one sequence share lighting, pose drift and expression
-  episode, so with random frames a probe can recognise a test frame by its sequence neighbours;
-  this protocol asks whether the identity generalises across recordings.
+Writes ``metrics/probes/<dataset>-<model>.json`` (per fold and protocol run the top-1, the
+release probe's accuracy per epoch, the strong probe's chosen lr; the split's sizes and chance levels; in
+git, read by ``evaluate``) and ``data/probes/<dataset>-<model>.tsne.parquet`` (the t-SNE of the
+first probed fold's features of ``evaluate.tsne_subjects`` subjects).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import dataclasses
+import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..distributed import autocast
+from .. import paths, provenance, stage_code
+from ..au.data import Crops
+from ..au.train import VARIANTS, build_model
+from ..config import ConfigError, MissingInput, Params
+from ..models import checkpoint
+from ..training.backbone import load_backbone
+from ..training.transforms import eval_transform, train_transform
+from . import figures
+from .linear_probes import extract, probe_split, release_probe, sequence_split, strong_probe
+
+log = logging.getLogger(__name__)
+
+MODELS = ("pretrained", *VARIANTS)
+PROTOCOLS = ("release", "strong", "unseen_sequences")
+DATA = paths.AU_CROPS
+FINETUNED = paths.AU_MODELS
+OUT = paths.PROBES
+TSNE = paths.PROBE_TSNE
+CODE = stage_code.closure(__name__)
 
 
-@dataclass(frozen=True)
-class ProbeSplit:
-    train: pd.DataFrame
-    test: pd.DataFrame
-    skipped: tuple[str, ...]  # subjects that cannot be probed (fewer than 2 frames, or 1 sequence)
+def out_paths(dataset: str, model: str, out: Path = OUT, tsne: Path = TSNE) -> tuple[Path, Path]:
+    return out / f"{dataset}-{model}.json", tsne / f"{dataset}-{model}.tsne.parquet"
 
 
-def probe_split(index: pd.DataFrame, n_train: int, n_test: int, seed: int) -> ProbeSplit:
-    """Per subject, a seeded draw of ``n_train`` frames to train on and ``n_test`` others to test on.
-
-    A subject with fewer than ``n_train + n_test`` frames is split in the same proportion (at
-    least one frame each side); one with fewer than 2 frames cannot be probed and is listed."""
-    rng = np.random.default_rng(seed)
-    train, test, skipped = [], [], []
-    for subject, rows in index.groupby("subject", sort=True):
-        if len(rows) < 2:
-            skipped.append(subject)
-            continue
-        order = rows.iloc[rng.permutation(len(rows))]
-        k = n_train
-        if len(rows) < n_train + n_test:
-            k = min(len(rows) - 1, max(1, round(len(rows) * n_train / (n_train + n_test))))
-        train.append(order.iloc[:k])
-        test.append(order.iloc[k:k + n_test])
-    if not train:
-        raise ValueError(f"no subject has 2 frames to probe (subjects: {index.subject.nunique()})")
-    return ProbeSplit(pd.concat(train), pd.concat(test), tuple(skipped))
+def encoder(params: Params, dataset: str, model: str, fold: int | None, root: Path = FINETUNED) -> torch.nn.Module:
+    """The pretrained encoder (``fold`` None) or the fold's finetuned model, ready for ``features``."""
+    if model == "pretrained":
+        net = build_model(params, dataset, 0.0)
+        load_backbone(net, params.finetune.init)
+        return net
+    path = root / model / dataset / f"fold{fold}" / "checkpoint.pth"
+    if not path.is_file():
+        stage = {"fmae": "finetune_fmae", "iat": "finetune", "random": "finetune_random"}[model]
+        raise MissingInput(f"{path} missing: run `dvc repro {stage}@{dataset}-{fold}` first")
+    state = checkpoint.read(path)
+    id_head = any(k.startswith("ID_head") for k in state["model"])  # the features do not depend on lambda's value
+    net = build_model(params, dataset, 1.0 if id_head else 0.0)
+    report = checkpoint.load_into(net, state["model"])
+    if report.missing or report.mismatched:
+        raise checkpoint.CheckpointError(f"{path} does not fit the configured model: {report.summary()}")
+    return net
 
 
-def sequence_split(index: pd.DataFrame, n_train: int, n_test: int, seed: int) -> ProbeSplit:
-    """Per subject, a seeded half of its sequences (rounded down, at least one) to train on and the rest to
-    test on, at most ``n_train`` / ``n_test`` frames drawn from each side; subjects with one sequence
-    are listed as skipped."""
-    rng = np.random.default_rng(seed)
-    train, test, skipped = [], [], []
-    for subject, rows in index.groupby("subject", sort=True):
-        sequences = sorted(rows.sequence.unique())
-        if len(sequences) < 2:
-            skipped.append(subject)
-            continue
-        held = set(rng.permutation(sequences)[:max(1, len(sequences) // 2)].tolist())
-        on_train = ~rows.sequence.isin(held).to_numpy()
-        for part, n, out in ((rows[on_train], n_train, train), (rows[~on_train], n_test, test)):
-            out.append(part.iloc[np.sort(rng.permutation(len(part))[:n])])
-    if not train:
-        raise ValueError(f"no subject has 2 sequences to probe (subjects: {index.subject.nunique()})")
-    return ProbeSplit(pd.concat(train), pd.concat(test), tuple(skipped))
-
-
-@torch.inference_mode()
-def extract(model, loader: DataLoader, device: torch.device) -> torch.Tensor:
-    """``model.features`` of every loader batch, float32 on the CPU ``[N, D]``."""
-    model.eval()
-    out = []
-    for x, *_ in loader:
-        with autocast(device):
-            out.append(model.features(x.to(device, non_blocking=True)).float().cpu())
-    return torch.cat(out)
-
-
-def _classes(train_y: np.ndarray, test_y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
-    classes = {c: i for i, c in enumerate(sorted(set(train_y.tolist())))}
-    unseen = sorted(set(test_y.tolist()) - set(classes))
-    if unseen:
-        raise ValueError(f"probe test subjects {unseen} have no training frames")
-    return (torch.tensor([classes[c] for c in train_y.tolist()]), torch.tensor([classes[c] for c in test_y.tolist()]),
-            len(classes))
-
-
-def _warmup_cosine(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
-    """The lr of MAE's finetuning script at iteration ``step`` (linear warm-up, then half a cosine)."""
-    if step < warmup:
-        return lr * step / warmup
-    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-def release_probe(model, train_loader: DataLoader, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
-                  epochs: int, blr: float, warmup_epochs: int, weight_decay: float, seed: int,
-                  device: torch.device) -> tuple[list[float], torch.Tensor]:
-    """The released code's identity probe: (top-1 on the test frames after each epoch, of which the
-    release reports the max; the probe's final weight ``[subjects, D]``).
-
-    ``train_loader`` yields ``(augmented image, _, subject)`` for the probe's training frames, whose
-    subjects are ``train_y`` (integer ids); its batch size sets the lr (``blr x batch / 256``).
-    ``test_x`` holds the test frames' features (unaugmented), extracted once: the backbone is frozen."""
-    _, yte, n = _classes(train_y, test_y)
-    lookup = torch.full((int(max(train_y.max(), test_y.max())) + 1,), -1, dtype=torch.long)
-    lookup[torch.tensor(sorted(set(train_y.tolist())))] = torch.arange(n)
-    gen = torch.Generator().manual_seed(seed)
-    probe = torch.nn.Linear(test_x.shape[1], n, bias=False)
-    with torch.no_grad():
-        bound = 1 / math.sqrt(test_x.shape[1])  # PyTorch's default Linear init, drawn from the seeded generator
-        probe.weight.uniform_(-bound, bound, generator=gen)
-    lr = blr * train_loader.batch_size / 256
-    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    steps, accuracy = len(train_loader), []
-    model.eval()
-    for epoch in range(epochs):
-        torch.manual_seed(seed * 1000 + epoch)  # the loader's order and its workers' augmentation
-        for i, (x, _, subject) in enumerate(train_loader):
-            for group in opt.param_groups:
-                group["lr"] = _warmup_cosine(epoch * steps + i, epochs * steps, warmup_epochs * steps, lr, 1e-6)
-            with torch.no_grad(), autocast(device):
-                feats = model.features(x.to(device, non_blocking=True)).float().cpu()
-            target = F.one_hot(lookup[subject], n).float()
-            loss = F.binary_cross_entropy_with_logits(probe(feats), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            accuracy.append(float((probe(test_x).argmax(1) == yte).float().mean()))
-    return accuracy, probe.weight.detach()
-
-
-def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
-                 epochs: int, lr: float, batch_size: int, seed: int) -> list[float]:
-    """Train ``Linear(D, S, bias=False)`` with AdamW and cross-entropy; top-1 test accuracy after each epoch.
-
-    Labels are any hashables (subject ids); the classes are those of the training frames."""
-    ytr, yte, n = _classes(train_y, test_y)
-    gen = torch.Generator().manual_seed(seed)
-    probe = torch.nn.Linear(train_x.shape[1], n, bias=False)
-    with torch.no_grad():
-        probe.weight.normal_(0, 0.01, generator=gen)
-    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=0.0)
-    accuracy = []
-    for _ in range(epochs):
-        for batch in torch.randperm(len(ytr), generator=gen).split(batch_size):
-            loss = F.cross_entropy(probe(train_x[batch]), ytr[batch])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            accuracy.append(float((probe(test_x).argmax(1) == yte).float().mean()))
-    return accuracy
-
-
-def _stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A boolean mask of ~``fraction`` of each class's items (at least one where a class has two or more)."""
-    rng = np.random.default_rng(seed)
-    held = np.zeros(len(y), bool)
-    for c in np.unique(y):
-        rows = np.flatnonzero(y == c)
-        if len(rows) >= 2:
-            held[rng.choice(rows, max(1, round(len(rows) * fraction)), replace=False)] = True
-    return held
-
-
-def strong_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
-                 lrs: tuple[float, ...], epochs: int, batch_size: int, val_fraction: float, seed: int) -> dict:
-    """A linear probe trained to convergence, its lr chosen on held-out training frames.
-
-    Features are standardised with the training frames' statistics. Each lr of ``lrs`` is trained
-    on the rest of the training frames and scored on the held-out share; the best lr is retrained
-    on all training frames and scored once on the test frames (last epoch)."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    held = _stratified_holdout(train_y, val_fraction, seed)
-    fit = ~held
-    val_scores = {lr: linear_probe(train_x[fit], train_y[fit], train_x[held], train_y[held], epochs, lr, batch_size,
-                                   seed)[-1] for lr in lrs}
-    best = max(lrs, key=lambda lr: (val_scores[lr], -lr))  # ties: the smaller lr
-    top1 = linear_probe(train_x, train_y, test_x, test_y, epochs, best, batch_size, seed)[-1]
-    return {"top1": top1, "lr": best, "val_top1": {str(lr): round(v, 4) for lr, v in val_scores.items()}}
+def run(params: Params, dataset: str | None = None, model: str | None = None, data_root: Path = DATA,
+        models_root: Path = FINETUNED, out_root: Path = OUT, tsne_root: Path = TSNE) -> dict:
+    if dataset is None or model is None:
+        raise ConfigError("--dataset/--model", (dataset, model), "both, e.g. fmae probe --dataset bp4d --model fmae",
+                          "command line")
+    cfg, seed = params.evaluate, params.finetune.seed
+    index_path = data_root / dataset / "index.parquet"
+    if not index_path.is_file():
+        raise MissingInput(f"{index_path} missing: run `dvc repro prepare@{dataset}` first")
+    folds = [None] if model == "pretrained" else list(cfg.probe_folds)
+    nets = {fold: encoder(params, dataset, model, fold, models_root) for fold in folds}  # every input checked first
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    index = pd.read_parquet(index_path)
+    splits = {"random_frames": probe_split(index, cfg.probe_train_frames, cfg.probe_test_frames, seed),
+              "unseen_sequences": sequence_split(index, cfg.probe_train_frames, cfg.probe_test_frames, seed)}
+    frames = pd.concat([s for split in splits.values() for s in (split.train, split.test)]).drop_duplicates("key")
+    row_of = pd.Series(np.arange(len(frames)), index=frames.key.to_numpy())
+    size, workers, f = params.model.img_size, params.finetune.workers, params.finetune
+    plain = DataLoader(Crops(data_root / dataset, frames, dataset, eval_transform(size)), batch_size=128, num_workers=workers)
+    # the release probe augments its inputs as the paper's finetuning does (its script's defaults)
+    augmented = DataLoader(Crops(data_root / dataset, splits["random_frames"].train, dataset,
+                                 train_transform(size, dataclasses.replace(f, augment="paper"))),
+                           batch_size=cfg.release_probe.batch_size, shuffle=True, num_workers=workers, drop_last=True)
+    sides = {k: {side: (getattr(s, side).key, getattr(s, side).subject_index.to_numpy()) for side in ("train", "test")}
+             for k, s in splits.items()}
+    r, strong = cfg.release_probe, cfg.strong_probe
+    results, tsne = {}, None
+    for fold, net in nets.items():
+        net = net.to(device)
+        feats = extract(net, plain, device)
+        x = {k: {side: feats[row_of[keys].to_numpy(copy=True)] for side, (keys, _) in v.items()} for k, v in sides.items()}
+        y = {k: {side: ids for side, (_, ids) in v.items()} for k, v in sides.items()}
+        row = {}
+        if model in r.models:
+            curve, _ = release_probe(net, augmented, y["random_frames"]["train"], x["random_frames"]["test"],
+                                     y["random_frames"]["test"], r.epochs, r.blr, r.warmup_epochs, r.weight_decay, seed,
+                                     device)
+            row["release"] = {"top1": max(curve), "top1_epoch1": curve[0], "best_epoch": int(np.argmax(curve)) + 1,
+                              "curve": [round(a, 4) for a in curve]}
+        for name, key in (("strong", "random_frames"), ("unseen_sequences", "unseen_sequences")):
+            row[name] = strong_probe(x[key]["train"], y[key]["train"], x[key]["test"], y[key]["test"], strong.lrs,
+                                     strong.epochs, strong.batch_size, strong.val_fraction, seed)
+        results["all" if fold is None else f"fold{fold}"] = row
+        log.info("probe %s %s%s: %s", dataset, model, "" if fold is None else f" fold {fold}",
+                 ", ".join(f"{p} {row[p]['top1']:.3f}" for p in PROTOCOLS if p in row))
+        if tsne is None:
+            keep = frames.subject.isin(sorted(frames.subject.unique())[:cfg.tsne_subjects]).to_numpy()
+            xy = figures.tsne_2d(feats.numpy()[keep], seed)
+            tsne = pd.DataFrame({"subject": frames.subject.to_numpy()[keep], "x": xy[:, 0], "y": xy[:, 1]})
+    record = {"dataset": dataset, "model": model, "folds": results,
+              "subjects": {"release": splits["random_frames"].train.subject.nunique(), "strong":
+                           splits["random_frames"].train.subject.nunique(),
+                           "unseen_sequences": splits["unseen_sequences"].train.subject.nunique()},
+              "frames": {k: {"train": len(s.train), "test": len(s.test)} for k, s in splits.items()},
+              "skipped_subjects": {k: list(s.skipped) for k, s in splits.items()}}
+    path, tsne_path = out_paths(dataset, model, out_root, tsne_root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tsne_path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    tsne.to_parquet(tsne_path, index=False)
+    provenance.write(tsne_path.with_suffix(".provenance.json"), f"probe@{dataset}-{model}", params.to_dict(), CODE)
+    return record

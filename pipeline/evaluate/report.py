@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..au.folds import AUS
+from ..au.train import VARIANTS
 from ..config import Params
 from . import paper
-from ..finetune.train import VARIANTS
 
 NAMES = {"bp4d": "BP4D", "bp4dplus": "BP4D+", "disfa": "DISFA"}
 TABLE = {"bp4d": "Table 1", "bp4dplus": "Table 2", "disfa": "Table 3"}

@@ -1,5 +1,5 @@
 """Expression finetuning of one FER dataset: the FMAE encoder, a linear head over the classes,
-cross-entropy with label smoothing, the shared epoch loop (:mod:`pipeline.finetune.loop`).
+cross-entropy with label smoothing, the shared epoch loop (:mod:`pipeline.training.loop`).
 
 Model selection (``fer.selection``): ``validation`` holds out ``fer.val_fraction`` of each class's
 training images (seeded) and picks the epoch with the best validation accuracy, then scores the
@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from .. import distributed
 from ..config import Params
 from ..data.shards import seed_for
-from ..finetune import loop
-from ..finetune.data import ShardCrops, eval_transform, train_transform
-from ..finetune.train import load_backbone
-from ..models.au_detector import AUDetector
+from ..models.vit_classifier import ViTClassifier
+from ..training import loop
+from ..training.backbone import load_backbone
+from ..training.crops import ShardCrops
+from ..training.transforms import eval_transform, train_transform
 from .metrics import scores
 
 
@@ -64,10 +65,10 @@ def split_parts(index: pd.DataFrame, val_fraction: float, seed: int) -> dict[str
     return {"train": train.drop(index=val), "val": index.loc[sorted(val)], "test": index[index.split == "test"]}
 
 
-def build_model(params: Params, n_classes: int) -> AUDetector:
+def build_model(params: Params, n_classes: int) -> ViTClassifier:
     """The AU detector's ViT (mean-pooled patch tokens + ``fc_norm``) with a head over the classes and no
     identity head: the released FER code's model."""
-    return AUDetector(params.model.name, n_classes, 0, 0.0, img_size=params.model.img_size, drop_path=params.model.drop_path)
+    return ViTClassifier(params.model.name, n_classes, 0, 0.0, img_size=params.model.img_size, drop_path=params.model.drop_path)
 
 
 def dataset(folder: Path, part: pd.DataFrame, transform) -> ShardCrops:
@@ -90,7 +91,7 @@ def fingerprint(params: Params, name: str, data_dir: Path, world_size: int) -> s
 def finetune(params: Params, name: str, data_dir: Path, live=None, resume: Path | None = None,
              stop_after: int | None = None) -> dict | None:
     """Train on ``name``'s prepared crops; the selection record, history, test probabilities and model."""
-    cfg, ds, ctx = params.fer, params.fer.dataset(name), distributed.setup()
+    cfg, ctx = params.fer, distributed.setup()
     index = pd.read_parquet(data_dir / "index.parquet")
     n_classes = len(json.loads((data_dir / "classes.json").read_text()))
     parts = split_parts(index, cfg.val_fraction, cfg.seed)
@@ -101,15 +102,13 @@ def finetune(params: Params, name: str, data_dir: Path, live=None, resume: Path 
     model = build_model(params, n_classes).to(ctx.device)
     report = load_backbone(model, cfg.init)
     size = params.model.img_size
-    train_set = dataset(data_dir, parts["train"], train_transform(size, cfg.min_crop_scale, cfg.rand_augment, cfg.erase_prob, cfg.augment))
+    train_set = dataset(data_dir, parts["train"], train_transform(size, cfg))
     evals = {k: dataset(data_dir, parts[k], eval_transform(size)) for k in ("val", "test")}
     weights = None
     if cfg.balanced:
         counts = np.bincount(train_set.labels.numpy(), minlength=n_classes)
         weights = torch.tensor(1.0 / counts[train_set.labels.numpy()], dtype=torch.double)
-    recipe = loop.Recipe(ds.epochs, ds.warmup_epochs, ds.batch_size, ds.blr, cfg.layer_decay, cfg.weight_decay, cfg.seed,
-                         cfg.workers, cfg.selection)
-    result = loop.train(model, train_set, evals, FERObjective(cfg.label_smoothing), recipe, ctx,
+    result = loop.train(model, train_set, evals, FERObjective(cfg.label_smoothing), cfg.recipe(name), ctx,
                         fingerprint(params, name, data_dir, ctx.world_size), f"fer {name}", live, resume, stop_after, weights)
     if result is None:
         return None

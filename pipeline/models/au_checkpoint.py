@@ -17,8 +17,8 @@ import torch
 from ..au.folds import AUS
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from . import checkpoint
-from .au_detector import AUDetector, vit_arch
 from .checkpoint import CheckpointError
+from .vit_classifier import ViTClassifier, vit_arch
 
 FORMAT = "fmae-au-detector/1"
 WIDTHS = {192: "tiny", 384: "small", 768: "base", 1024: "large"}
@@ -37,7 +37,7 @@ def inference_record(model: str, img_size: int, dataset: str, threshold: float, 
 class AUModel:
     """A finetuned AU detector ready for inference, with what its inputs and outputs mean."""
 
-    model: AUDetector
+    model: ViTClassifier
     path: Path
     dataset: str
     aus: tuple[int, ...]
@@ -85,7 +85,7 @@ def load(path: str | Path, dataset: str | None = None) -> AUModel:
     if state["head.weight"].shape[0] != len(aus):
         raise CheckpointError(f"{path}: its AU head has {state['head.weight'].shape[0]} outputs but {info['dataset']} "
                               f"has {len(aus)} AUs {list(aus)}: pass the --dataset it was trained on")
-    model = AUDetector(name, len(aus), img_size=img_size, drop_path=0.0)
+    model = ViTClassifier(name, len(aus), img_size=img_size, drop_path=0.0)
     report = checkpoint.load_into(model, state, skip=("ID_head.",))
     if report.missing or report.mismatched:
         raise CheckpointError(f"{path}: does not fit {name} at {img_size} px: "

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint
-from .au_detector import AUDetector
 from .checkpoint import CheckpointError
+from .vit_classifier import ViTClassifier
 
 FORMAT = "fmae-fer-classifier/1"
 
@@ -22,7 +22,7 @@ def is_fer(container: dict) -> bool:
 class FERModel:
     """A finetuned expression classifier ready for inference, with what its inputs and outputs mean."""
 
-    model: AUDetector
+    model: ViTClassifier
     path: Path
     dataset: str
     classes: tuple[str, ...]
@@ -44,7 +44,7 @@ def load(path: str | Path) -> FERModel:
         raise CheckpointError(f"{path}: not an expression checkpoint of `fmae finetune_fer` (no inference record of task fer)")
     meta, state = ckpt["inference"], ckpt["model"]
     classes = tuple(meta["classes"])
-    model = AUDetector(meta["model"], len(classes), img_size=int(meta["img_size"]), drop_path=0.0)
+    model = ViTClassifier(meta["model"], len(classes), img_size=int(meta["img_size"]), drop_path=0.0)
     report = checkpoint.load_into(model, state)
     if report.missing or report.mismatched:
         raise CheckpointError(f"{path}: does not fit {meta['model']} at {meta['img_size']} px with {len(classes)} classes: "

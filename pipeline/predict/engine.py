@@ -23,9 +23,9 @@ from tqdm import tqdm
 from ..distributed import autocast
 from ..faces.crop import crop_face
 from ..faces.detect import LANDMARKS, Face, FaceDetector
-from ..finetune.data import eval_transform
 from ..models.au_checkpoint import AUModel
 from ..models.fer_checkpoint import FERModel
+from ..training.transforms import eval_transform
 from .inputs import Frame, Problem, frames
 
 DETECT_FLOOR = 0.3  # faces down to this score are found and listed; below --min-score they get no AU columns

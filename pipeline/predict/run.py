@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -31,12 +32,42 @@ SUFFIXES = (".csv", ".parquet")
 log = logging.getLogger(__name__)
 
 
-def run(inputs: list[str], checkpoints: list[str], out: str = "results.csv", dataset: str | None = None,
-        every: int = 1, batch_size: int = 32, min_face: int = 40, min_score: float = 0.6, device: str = "auto",
-        annotate: str | None = None, plot: str | None = None, progress: bool = True) -> pd.DataFrame:
-    out_path = Path(out)
-    options = {"every": every, "batch_size": batch_size, "min_face": min_face, "min_score": min_score}
-    _check(out_path, options, device)
+@dataclass(frozen=True)
+class Options:
+    """How ``fmae predict`` runs; every field is a command-line option of the same name."""
+
+    out: str = "results.csv"  # the table, .csv or .parquet
+    dataset: str | None = None  # the AU list of a released checkpoint that does not name it
+    every: int = 1  # read every N-th video frame
+    batch_size: int = 32  # faces per model call
+    min_face: int = 40  # faces whose shorter side is below this many pixels are listed, not scored
+    min_score: float = 0.6  # faces below this detector score are listed, not scored
+    device: str = "auto"  # auto, cpu or cuda[:N]
+    annotate: str | None = None  # folder for annotated images / MP4s
+    plot: str | None = None  # folder for each video's AU-over-time plot
+    progress: bool = True  # progress bars
+
+    def __post_init__(self):
+        if Path(self.out).suffix.lower() not in SUFFIXES:
+            raise ConfigError("--out", self.out, f"a file name ending in {' or '.join(SUFFIXES)}", "command line")
+        for key in ("every", "batch_size", "min_face"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"--{key.replace('_', '-')}", getattr(self, key), "an integer >= 1", "command line")
+        if not 0 <= self.min_score <= 1:
+            raise ConfigError("--min-score", self.min_score, "a number in [0, 1]", "command line")
+        if self.device not in ("auto", "cpu") and not (self.device.startswith("cuda") and torch.cuda.is_available()):
+            raise ConfigError("--device", self.device, "auto, cpu, or cuda[:N] on a machine with a CUDA GPU", "command line")
+
+    @classmethod
+    def from_args(cls, args) -> Options:
+        """The options of a parsed command line (argparse's names are the fields' names)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def run(inputs: list[str], checkpoints: list[str], options: Options = Options()) -> pd.DataFrame:
+    o = options
+    out_path, device, dataset, every, min_score = Path(o.out), o.device, o.dataset, o.every, o.min_score
+    recorded = {"every": o.every, "batch_size": o.batch_size, "min_face": o.min_face, "min_score": o.min_score}
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     expression = [p for p in checkpoints if fer_checkpoint.is_fer(checkpoint.read(p))]
     models = [au_checkpoint.load(p, dataset) for p in checkpoints if p not in expression]
@@ -52,44 +83,32 @@ def run(inputs: list[str], checkpoints: list[str], out: str = "results.csv", dat
     au = heads[0] if models else None
     try:  # a bad output place is found before the work, not after it
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        annotator = Annotator(Path(annotate), heads, every) if annotate else None
+        annotator = Annotator(Path(o.annotate), heads, every) if o.annotate else None
     except OSError as err:
         raise UserError(f"{err.filename}: cannot write there ({err.strerror})") from None
     timings = Timings()
     try:
-        table = predict(inputs, heads, every=every, batch_size=batch_size, min_face=min_face, min_score=min_score,
-                        on_frame=annotator, progress=progress, timings=timings)
+        table = predict(inputs, heads, every=every, batch_size=o.batch_size, min_face=o.min_face, min_score=min_score,
+                        on_frame=annotator, progress=o.progress, timings=timings)
     finally:
         if annotator is not None:
             annotator.close()
     _write(table, out_path)
-    record = provenance.record("predict", options | {"device": str(dev), "inputs": [str(i) for i in inputs]}, CODE,
+    record = provenance.record("predict", recorded | {"device": str(dev), "inputs": [str(i) for i in inputs]}, CODE,
                                checkpoints=[_describe(m) for m in models + fer_models],
                                faces=detect.describe() | {"min_score": min_score},
                                threshold=au.threshold if au else None, timings=timings.as_dict())
     sidecar = out_path.with_name(out_path.name + ".provenance.json")
     sidecar.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    if plot:
+    if o.plot:
         videos = table.loc[table.time_s.notna(), "input"].unique()
         for head in heads:
             for video in videos:
                 what = "AU" if head is au else "expression"
-                if (png := plot_timeline(table, video, head.names, head.threshold, Path(plot), what)) is not None:
+                if (png := plot_timeline(table, video, head.names, head.threshold, Path(o.plot), what)) is not None:
                     log.info("%s timeline of %s: %s", what, video, png)
     _summarise(table, out_path, timings)
     return table
-
-
-def _check(out: Path, options: dict, device: str) -> None:
-    if out.suffix.lower() not in SUFFIXES:
-        raise ConfigError("--out", str(out), f"a file name ending in {' or '.join(SUFFIXES)}", "command line")
-    for key in ("every", "batch_size", "min_face"):
-        if options[key] < 1:
-            raise ConfigError(f"--{key.replace('_', '-')}", options[key], "an integer >= 1", "command line")
-    if not 0 <= options["min_score"] <= 1:
-        raise ConfigError("--min-score", options["min_score"], "a number in [0, 1]", "command line")
-    if device not in ("auto", "cpu") and not (device.startswith("cuda") and torch.cuda.is_available()):
-        raise ConfigError("--device", device, "auto, cpu, or cuda[:N] on a machine with a CUDA GPU", "command line")
 
 
 def _write(table: pd.DataFrame, out: Path) -> None:

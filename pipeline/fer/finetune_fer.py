@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..config import ConfigError, Params, UserError
 from ..data.images import IMAGENET_MEAN, IMAGENET_STD
 from ..models import checkpoint
 from .metrics import scores
 from .train import finetune
 
-DATA = Path("data/fer")
-OUT = Path("models/fer")
-LIVE = Path("dvclive/fer")
+DATA = paths.FER_CROPS
+OUT = paths.FER_MODELS
+LIVE = paths.FER_LIVE
 RESUME = "resume.pth"
 FORMAT = "fmae-fer-classifier/1"
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)

@@ -2,7 +2,7 @@
 
 ``fmae evaluate`` reads ``models/au/<variant>/<dataset>/fold<k>/`` (``fmae`` on ``finetune.folds``,
 ``iat`` on ``iat.folds``, ``random`` on ``finetune.random_folds``: metrics, predictions and
-``history.json``), the probe stages' records (``metrics/probes/``, :mod:`.identity`) and the prepare
+``history.json``), the probe stages' records (``metrics/probes/``, :mod:`.probe`) and the prepare
 stage's frame index, and writes:
 
 - ``metrics/au.json``: per dataset and variant the mean F1 over AUs and folds at the selected
@@ -27,27 +27,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
+from ..au.data import fold_parts
 from ..au.folds import AUS
-from ..config import MissingInput, Params
 from ..au.labels import au_columns
 from ..au.metrics import f1_per_au
-from ..finetune.data import fold_parts
-from ..finetune.train import VARIANTS
+from ..au.train import VARIANTS
+from ..config import MissingInput, Params
 from . import figures, report
-from .identity import MODELS, PROTOCOLS, out_paths  # noqa: I001
-from .identity import OUT as PROBES_DIR
-from .identity import TSNE as TSNE_DIR
+from .probe import MODELS, PROTOCOLS, out_paths  # noqa: I001
+from .probe import OUT as PROBES_DIR
+from .probe import TSNE as TSNE_DIR
 from .scores import score_fold, summarise
 
 log = logging.getLogger(__name__)
 
-DATA = Path("data/au")
-FINETUNED = Path("models/au")
-METRICS = Path("metrics")
-PLOTS = Path("plots/evaluate")
-TABLES = Path("reports/evaluate")
-REPORT = Path("reports/au.md")
+DATA = paths.AU_CROPS
+FINETUNED = paths.AU_MODELS
+METRICS = paths.METRICS
+PLOTS = paths.AU_PLOTS
+TABLES = paths.AU_TABLES
+REPORT = paths.AU_REPORT
 STAGES = {"fmae": "finetune_fmae", "iat": "finetune", "random": "finetune_random"}
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 

@@ -22,15 +22,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..config import ConfigError, Params
-from ..data.shards import write_indexed_shards
 from ..curate.images import Rejected, encode_jpeg, load_face_bgr, probe
+from ..data.shards import write_indexed_shards
 from ..faces.crop import expand_box
 from .classes import classes
 from .readers import read_affectnet, read_labels_csv, read_rafdb
 
-OUT = Path("data/fer")
+OUT = paths.FER_CROPS
 SHARD_SIZE = 1000
 JPEG_QUALITY = 95
 CHUNK = 64

@@ -17,8 +17,6 @@ plus ``metrics/curation.json`` and ``reports/curation_samples.png``.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import contextlib
 import functools
 import hashlib
@@ -27,6 +25,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +33,19 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..config import MissingInput, Params, UserError
 from . import plan as planning
 from .cluster import ray_session
-from .samples import pick_samples, write_contact_sheet
 from .manifest import LOCATION, read_planning, take
+from .samples import pick_samples, write_contact_sheet
 from .scan import MANIFEST
 from .shards import READ_ERRORS, RawReader, ShardSpec, write_shard
 
 log = logging.getLogger(__name__)
-OUT = Path("data/face9m")
-METRICS = Path("metrics/curation.json")
-SAMPLES = Path("reports/curation_samples.png")
+OUT = paths.FACE9M
+METRICS = paths.CURATION_METRICS
+SAMPLES = paths.CURATION_SAMPLES
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 CHUNK = 1024  # most images per fingerprint task
 

@@ -12,7 +12,7 @@ Resuming: after every epoch the main process writes a resumable container (weigh
 the best epoch so far with its weights, the history) to ``resume``; a run of the same settings and
 data continues from it. Each epoch seeds its own sampling, augmentation and stochastic depth, so a
 resumed run ends with the same weights and history as an uninterrupted one. The epoch loop itself is
-:mod:`.loop`'s, which expression finetuning shares.
+:mod:`pipeline.training.loop`'s, which expression finetuning shares.
 """
 
 from __future__ import annotations
@@ -29,16 +29,17 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..au.folds import AUS, subjects
-from ..au.metrics import auc_per_au, best_threshold, f1_per_au
 from ..config import Params
 from ..models import checkpoint
-from ..models.au_detector import AUDetector, dann_ramp
-from . import loop
-from .data import Crops, eval_transform, fold_parts, train_transform
+from ..models.vit_classifier import ViTClassifier, dann_ramp
+from ..training import loop
+from ..training.backbone import init_path, load_backbone
+from ..training.transforms import eval_transform, train_transform
+from .data import Crops, fold_parts
+from .folds import AUS, subjects
+from .metrics import auc_per_au, best_threshold, f1_per_au, mean_auc
 
 log = logging.getLogger(__name__)
-PRETRAINED = Path("models/fmae/fmae.pth")
 
 
 VARIANTS = ("fmae", "iat", "random")  # plain FMAE, FMAE-IAT, plain FMAE from random weights
@@ -69,31 +70,9 @@ def id_loss(logits: torch.Tensor, subject: torch.Tensor, kind: str) -> torch.Ten
     return F.binary_cross_entropy_with_logits(logits.float(), F.one_hot(subject, logits.shape[1]).float())
 
 
-def build_model(params: Params, dataset: str, lambda_: float) -> AUDetector:
-    return AUDetector(params.model.name, len(AUS[dataset]), len(subjects(dataset)), lambda_, params.iat.id_head_layers,
+def build_model(params: Params, dataset: str, lambda_: float) -> ViTClassifier:
+    return ViTClassifier(params.model.name, len(AUS[dataset]), len(subjects(dataset)), lambda_, params.iat.id_head_layers,
                       img_size=params.model.img_size, drop_path=params.model.drop_path)
-
-
-def init_path(init: str) -> Path:
-    """The file ``finetune.init`` names (``pretrain``, the older spelling, is the pretrain stage's output)."""
-    return PRETRAINED if init == "pretrain" else Path(init)
-
-
-def load_backbone(model: AUDetector, init: str) -> checkpoint.LoadReport:
-    """Pretrained weights into ``model``: the pretrain stage's, a released FMAE (decoder keys unused)
-    or a released FMAE-IAT finetuned checkpoint (``fc_norm``, ``head``, ``ID_head`` too)."""
-    path = init_path(init)
-    report = checkpoint.load_into(model, checkpoint.read(path)["model"])
-    log.info("init from %s: %s", path, report.summary())
-    if not any(k.startswith("blocks.") for k in report.matched):
-        raise checkpoint.CheckpointError(f"{path}: no encoder block fits {model.encoder_name}")
-    return report
-
-
-def _nanmean(values: np.ndarray) -> float:
-    """Mean over the AUs that have an AUC (NaN when none has)."""
-    known = values[~np.isnan(values)]
-    return float(known.mean()) if len(known) else float("nan")
 
 
 class AUObjective:
@@ -105,7 +84,7 @@ class AUObjective:
         self.fields = ("au_loss", "id_loss", "id_train_accuracy") if lambda_ else ("au_loss",)
         self.current = lambda_  # the reversal scale of the last step
 
-    def on_step(self, model: AUDetector, progress: float) -> None:
+    def on_step(self, model: ViTClassifier, progress: float) -> None:
         """``ramp``: the gradient reversal's scale follows DANN's schedule up to ``lambda_``."""
         if self.lambda_ and self.schedule == "ramp":
             self.current = model.grl.lambda_ = self.lambda_ * dann_ramp(progress)
@@ -126,7 +105,7 @@ class AUObjective:
     def score(self, labels: np.ndarray, probs: np.ndarray, split: str) -> tuple[float, dict, dict]:
         thr, f1_best = best_threshold(labels, probs)
         figures = {f"{split}_f1": float(f1_per_au(labels, probs).mean()), f"{split}_f1_best_threshold": f1_best,
-                   f"{split}_threshold": thr, f"{split}_auc": _nanmean(auc_per_au(labels, probs))}
+                   f"{split}_threshold": thr, f"{split}_auc": mean_auc(auc_per_au(labels, probs))}
         if self.lambda_:
             figures["grl_lambda"] = self.current  # at the epoch's last step
         return f1_best, {"threshold": thr}, figures
@@ -144,12 +123,6 @@ def fingerprint(params: Params, run: Run, data_dir: Path, lambda_: float, world_
                        hashlib.sha256((data_dir / "index.parquet").read_bytes()).hexdigest(),
                        [str(init), stat.st_size, stat.st_mtime_ns] if stat else str(init), world_size], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def recipe(cfg) -> loop.Recipe:
-    """The loop's recipe from a ``finetune``-like params section."""
-    return loop.Recipe(cfg.epochs, cfg.warmup_epochs, cfg.batch_size, cfg.blr, cfg.layer_decay, cfg.weight_decay,
-                       cfg.seed, cfg.workers, cfg.selection)
 
 
 def finetune(params: Params, run: Run, data_dir: Path, live=None, resume: Path | None = None,
@@ -170,9 +143,9 @@ def finetune(params: Params, run: Run, data_dir: Path, live=None, resume: Path |
     report = checkpoint.LoadReport() if run.variant == "random" else load_backbone(model, cfg.init)
     size = params.model.img_size
     train_set = Crops(data_dir, parts["train"], run.dataset,
-                      train_transform(size, cfg.min_crop_scale, cfg.rand_augment, cfg.erase_prob, cfg.augment))
+                      train_transform(size, cfg))
     evals = {k: Crops(data_dir, parts[k], run.dataset, eval_transform(size)) for k in ("val", "test")}
-    result = loop.train(model, train_set, evals, AUObjective(lambda_, params.iat.id_loss, params.iat.schedule), recipe(cfg), ctx,
+    result = loop.train(model, train_set, evals, AUObjective(lambda_, params.iat.id_loss, params.iat.schedule), cfg, ctx,
                         fingerprint(params, run, data_dir, lambda_, ctx.world_size), f"{run.variant} {run.name}",
                         live, resume, stop_after)
     if result is None:

@@ -15,15 +15,15 @@ import logging
 import os
 from pathlib import Path
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..config import ConfigError, Params
 from ..data.shards import read_shard_set
 from .train import pretrain
 
-SHARDS = Path("data/face9m/shards")
-OUT = Path("models/fmae")
-LIVE = Path("dvclive/pretrain")
-METRICS = Path("metrics/pretrain.json")
+SHARDS = paths.SHARDS
+OUT = paths.PRETRAINED_DIR
+LIVE = paths.PRETRAIN_LIVE
+METRICS = paths.PRETRAIN_METRICS
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 
 log = logging.getLogger(__name__)

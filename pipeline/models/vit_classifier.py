@@ -70,7 +70,7 @@ def vit_arch(name: str) -> dict:
             "mlp_ratio": vit.blocks[0].mlp.fc1.out_features / vit.embed_dim, "patch_size": vit.patch_embed.patch_size[0]}
 
 
-class AUDetector(VisionTransformer):
+class ViTClassifier(VisionTransformer):
     """Forward returns ``(au_logits [N, A], id_logits [N, S] or None)``."""
 
     def __init__(self, name: str, num_aus: int, num_subjects: int = 0, lambda_: float = 0.0, id_head_layers: int = 1,

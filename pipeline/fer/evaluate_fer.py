@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import provenance, stage_code
+from .. import paths, provenance, stage_code
 from ..config import Params, UserError
 
-MODELS = Path("models/fer")
-METRICS = Path("metrics/fer.json")
-PLOTS = Path("plots/fer")
-REPORT = Path("reports/fer.md")
+MODELS = paths.FER_MODELS
+METRICS = paths.FER_METRICS
+PLOTS = paths.FER_PLOTS
+REPORT = paths.FER_REPORT
 NAMES = {"rafdb": "RAF-DB", "affectnet": "AffectNet", "custom": "labels.csv"}
 PAPER = {"rafdb": 93.45, "affectnet": 64.79}  # FMAE (ViT-L), Table 4 of arXiv 2407.11243, accuracy %
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)

@@ -20,18 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import provenance, stage_code
-from ..au.folds import AUS
-from ..au.labels import au_columns
-from ..au.metrics import auc_per_au, f1_per_au
+from .. import paths, provenance, stage_code
 from ..config import ConfigError, Params, UserError
 from ..models import checkpoint
 from ..models.au_checkpoint import inference_record
-from .train import PRETRAINED, Run, finetune, init_path
+from ..training.backbone import init_path
+from .folds import AUS
+from .labels import au_columns
+from .metrics import auc_per_au, f1_per_au, mean_auc
+from .train import Run, finetune
 
-DATA = Path("data/au")
-OUT = Path("models/au")
-LIVE = Path("dvclive/finetune")
+DATA = paths.AU_CROPS
+OUT = paths.AU_MODELS
+LIVE = paths.AU_LIVE
 RESUME = "resume.pth"
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 
@@ -46,11 +47,11 @@ def check_inputs(params: Params, dataset: str, data_root: Path = DATA, need_init
     if not need_init:
         return
     init = init_path(params.finetune.init)
-    if init == PRETRAINED and not init.is_file():
-        raise UserError(f"{PRETRAINED} missing (finetune.init): run `dvc repro pretrain` first, "
+    if init == paths.PRETRAINED and not init.is_file():
+        raise UserError(f"{paths.PRETRAINED} missing (finetune.init): run `dvc repro pretrain` first, "
                         "or set finetune.init to a released FMAE checkpoint")
     if not init.is_file():
-        raise ConfigError("finetune.init", params.finetune.init, f"an existing checkpoint file ({PRETRAINED}: the pretrain "
+        raise ConfigError("finetune.init", params.finetune.init, f"an existing checkpoint file ({paths.PRETRAINED}: the pretrain "
                           "stage's, or a released FMAE / FMAE-IAT file)")
 
 
@@ -82,12 +83,6 @@ def run(params: Params, dataset: str | None = None, fold: int | None = None, var
     return metrics
 
 
-def _nanmean(values: np.ndarray) -> float | None:
-    """Mean over the AUs that have an AUC (an AU absent from the test fold has none): None if none has."""
-    known = values[~np.isnan(values)]
-    return float(known.mean()) if len(known) else None
-
-
 def _crop_boxes(data: Path) -> dict | None:
     """Where the training crops' boxes came from (``prepare``'s provenance): a box file or the detector."""
     record = data / "provenance.json"
@@ -116,7 +111,8 @@ def write_outputs(params: Params, job: Run, result: dict, out: Path, faces: dict
     metrics = {
         "protocol": sel["protocol"], "optimistic": sel["optimistic"], "lambda": result["lambda"],
         "epoch": sel["epoch"], "threshold": sel["threshold"],
-        "f1_mean": float(f1_sel.mean()), "f1_05_mean": float(f1_half.mean()), "auc_mean": _nanmean(auc),
+        "f1_mean": float(f1_sel.mean()), "f1_05_mean": float(f1_half.mean()),
+        "auc_mean": None if np.isnan(mean := mean_auc(auc)) else mean,
         **{f"au{au}": {"f1": float(a), "f1_05": float(b), "auc": None if np.isnan(c) else float(c)}
            for au, a, b, c in zip(AUS[job.dataset], f1_sel, f1_half, auc)},
     }

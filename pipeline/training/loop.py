@@ -15,7 +15,6 @@ import copy
 import logging
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -25,25 +24,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from .. import distributed
+from ..config import Recipe
 from ..data.shards import seed_for
 from ..distributed import Context, autocast
 from ..models import checkpoint
 from ..optim import adamw, scaled_lr, warmup_cosine
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    epochs: int
-    warmup_epochs: int
-    batch_size: int
-    blr: float  # lr = blr x batch x processes / 256
-    layer_decay: float
-    weight_decay: float
-    seed: int
-    workers: int
-    selection: str  # "validation" or "paper"
 
 
 class Objective(Protocol):

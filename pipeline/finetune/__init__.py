@@ -1,1 +1,0 @@
-"""AU finetuning with identity adversarial training, per subject-exclusive fold (stage ``finetune``)."""

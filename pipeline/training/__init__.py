@@ -1,0 +1,1 @@
+"""The finetuning library the AU and FER stages share: the epoch loop, transforms, crops, backbone loading."""
