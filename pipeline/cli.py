@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="One row per DVC experiment: lambda, identity head, seed, protocol, test F1 and "
                                       "AUC of FMAE and FMAE-IAT, the all-positive floor and the identity probe.")
     sub.add_argument("--dataset", choices=DATASETS, help="only this dataset (default: every evaluated one)")
+    sub.add_argument("--readme", action="store_true",
+                     help="print instead the README's demo figures, rendered from the workspace's metrics files")
     sub = subs.add_parser("overlay", help="run the pipeline with an overlay's keys (dvc exp run -S ...)",
                           description="Apply an overlay (params-fast.yaml, params-paper.yaml: only the keys that differ "
                                       "from params.yaml) as `dvc exp run -S key=value ...`; arguments after `--` go to "
@@ -149,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return overlay.run(args.file, extra, args.print)
         if args.stage == "results":
+            from .demo_figures import from_files
             from .results import run as results
 
-            results(dataset=args.dataset)
+            if args.readme:
+                print(from_files())
+            else:
+                results(dataset=args.dataset)
             return 0
         if "fold" in stage_args:
             _check_fold(stage_args["dataset"], stage_args["fold"])
