@@ -20,7 +20,8 @@ KNOBS = [("lambda", "iat.lambda"), ("schedule", "iat.schedule"), ("head", "iat.i
          ("selection", "finetune.selection")]
 FIGURES = [("F1 FMAE", "{d}.fmae.f1_mean"), ("F1 IAT", "{d}.iat.f1_mean"), ("F1 random", "{d}.random.f1_mean"),
            ("IAT-FMAE", "{d}.iat_minus_fmae_f1"), ("floor", "{d}.fmae.f1_constant_mean"), ("AUC FMAE", "{d}.fmae.auc_mean"),
-           ("AUC IAT", "{d}.iat.auc_mean"), ("AUC random", "{d}.random.auc_mean")]
+           ("AUC IAT", "{d}.iat.auc_mean"), ("AUC random", "{d}.random.auc_mean"),
+           ("IAT epoch, fold 1", "{d}.iat.fold1.epoch")]  # the epoch validation selected (a count, not a %)
 # the identity probes (metrics/au.json: <dataset>.identity.<protocol>.<model>): (a) the release's, (b) strong, (c) unseen sequences
 PROBES = [(f"{tag} {model}", f"{{d}}.identity.{protocol}.{model}") for tag, protocol in
           (("a", "release"), ("b", "strong"), ("c", "unseen_sequences"))
@@ -54,7 +55,7 @@ def table(rows: list[dict[str, Any]], dataset: str, figures: list[tuple[str, str
         if r.get("typ") == "baseline" and r.get("rev") not in ("workspace", None):
             name = f"{r['rev']} (commit)"
         cells = [name, *(_cell(value(r, key), False) for _, key in KNOBS),
-                 *(_cell(value(r, key.format(d=dataset)), True) for _, key in figures)]
+                 *(_cell(value(r, key.format(d=dataset)), not key.endswith(".epoch")) for _, key in figures)]
         lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
