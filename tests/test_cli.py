@@ -79,5 +79,5 @@ def test_bad_params_files_give_file_line_and_column(tmp_path):
 def test_each_stage_has_its_own_help():
     finetune, synth = _fmae("finetune", "--help"), _fmae("synthesize", "--help")
     text = " ".join(finetune.stdout.split())  # argparse wraps lines
-    assert finetune.returncode == 0 and "--fold" in text and "Reads params.yaml: model, finetune, iat" in text
+    assert finetune.returncode == 0 and "--fold" in text and "Reads params.yaml: model, finetune, au.unknown_policy" in text
     assert "--fold" not in synth.stdout and "Reads params.yaml: synth" in " ".join(synth.stdout.split())
