@@ -6,7 +6,8 @@ real-portrait clip (Grace Hopper moving and zooming in a 640x480 frame, one face
 ``--frames`` frames and prints, per frame:
 
 - ``decode``: OpenCV decoding of the MP4;
-- ``detect``: YuNet on the decoded frame (CPU; the wheel has no GPU build);
+- ``detect``: the face detector (``--detector``, RetinaFace by default, on ``--device``) on the decoded
+  frames, one frame per call and ``max(--batch-sizes)`` frames per call (YuNet: CPU only, one frame a call);
 - ``crop``: the training crop (box + margin, 224 px) and the model's resize/normalise transform;
 - ``model``: the forward pass per face at each batch size (bf16 autocast on CUDA), for each model
   (random weights: speed does not depend on them);
@@ -32,7 +33,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.distributed import autocast  # noqa: E402
 from pipeline.faces.crop import crop_face  # noqa: E402
-from pipeline.faces.detect import FaceDetector  # noqa: E402
+from pipeline.faces.detect import DETECTORS, FaceDetector  # noqa: E402
 from pipeline.models.au_checkpoint import AUModel  # noqa: E402
 from pipeline.models.vit_classifier import ViTClassifier  # noqa: E402
 from pipeline.predict.engine import Ensemble, Timings, predict  # noqa: E402
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--models", default="vit_tiny_patch16_224@112,vit_base_patch16_224@224")
     ap.add_argument("--batch-sizes", default="1,32")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--detector", default="retinaface", choices=DETECTORS)
     args = ap.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -85,13 +87,17 @@ def main() -> None:
         clip = write_video(Path(tmp) / "clip.mp4", frames=args.frames, loop=True)
         frames = decoded_frames(clip)
         decode = _decode_ms(clip, len(frames))
-        detector = FaceDetector(0.3)
-        detect = per_frame(detector, frames, repeat=3)
-        boxes = [detector(f)[0].box for f in frames]
+        detector = FaceDetector(0.3, name=args.detector, device=device)
+        detect_one = per_frame(detector, frames, repeat=3)
+        many = max(batches)
+        chunks = [frames[i:i + many] for i in range(0, len(frames), many)]
+        detect = per_frame(detector.batch, chunks, repeat=3) * len(chunks) / len(frames)
+        boxes = [faces[0].box for faces in detector.batch(frames)]
         transform = eval_transform(models[0][1])
         crop = per_frame(lambda fb: transform(Image.fromarray(cv2.cvtColor(crop_face(*fb, 0.05, 224), cv2.COLOR_BGR2RGB))),
                          list(zip(frames, boxes)), repeat=3)
-        print(f"\nper frame: decode {decode:.2f} ms, detect {detect:.2f} ms, crop+transform {crop:.2f} ms")
+        print(f"\nper frame: decode {decode:.2f} ms, detect ({args.detector}, {device.type}) {detect_one:.2f} ms one frame "
+              f"a call, {detect:.2f} ms {many} a call, crop+transform {crop:.2f} ms")
         print("\n| model | input | batch | model ms/face | frames/s (decode+detect+crop+model) | model-only faces/s |")
         print("|---|---|---|---|---|---|")
         for name, size in models:
@@ -106,7 +112,7 @@ def main() -> None:
                      (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.05, 224)
         timings = Timings()
         start = time.perf_counter()
-        predict([clip], Ensemble([au], device), batch_size=max(batches), progress=False, timings=timings)
+        predict([clip], Ensemble([au], device), batch_size=max(batches), progress=False, timings=timings, detector=detector)
         wall = time.perf_counter() - start
         t = timings.as_dict()
         print(f"\nfmae predict loop, {name}@{size}, batch {max(batches)}: {t['frames']} frames in {wall:.2f} s = "

@@ -305,6 +305,7 @@ class AUConfig:
     crop_size: int  # side of the stored face crops
     box_margin: float  # box expansion per side, as a fraction of its width/height
     min_face_score: float  # detector score a face needs when the dataset has no face_boxes.csv
+    detector: Literal["retinaface", "yunet"]  # the face detector used where there is no face_boxes.csv
     workers: int  # processes cropping frames
 
     def __post_init__(self):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("numpy", "opencv-python-headless", "pillow", "pandas", "pyarrow", "torch", "torchvision", "timm",
-            "webdataset", "ray", "dvc", "dvclive", "yuface")
+            "webdataset", "ray", "dvc", "dvclive", "safetensors")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 

@@ -12,15 +12,18 @@ import pytest
 
 from pipeline.au.prepare import prepare
 from pipeline.config import load_params
-from pipeline.faces.detect import FaceDetector, describe
+from pipeline.faces import retinaface
+from pipeline.faces.detect import DETECTORS, FaceDetector, describe
 
 from .conftest import PARAMS
 from .real_faces import FACE, VIDEO_FRAMES, iou, portrait, video_frame
 
 
-@pytest.fixture(scope="module")
-def detector():
-    return FaceDetector(min_score=0.5)
+@pytest.fixture(scope="module", params=DETECTORS)
+def detector(request):
+    if request.param == "yunet":
+        pytest.importorskip("yuface", reason="YuNet is optional (pip install '.[yunet]', CPython 3.11)")
+    return FaceDetector(min_score=0.5, name=request.param)
 
 
 def test_detector_finds_the_real_face_with_a_box_that_covers_it(detector):
@@ -37,7 +40,7 @@ def test_detector_finds_the_real_face_with_a_box_that_covers_it(detector):
 
 
 def test_boxes_come_back_in_the_pixels_of_a_large_frame(detector):
-    """Frames above ``max_side`` are shrunk for YuNet; the box must still be in the frame's own pixels."""
+    """Frames above ``max_side`` are shrunk for detection; the box must still be in the frame's own pixels."""
     big = cv2.resize(portrait(), None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
     faces = detector(big)
     assert len(faces) == 1
@@ -58,6 +61,52 @@ def test_largest_face_comes_first(detector):
     faces = detector(canvas)
     assert len(faces) == 2
     assert faces[0].box[2] > 2 * faces[1].box[2] and faces[1].box[0] > 600
+
+
+def test_a_batch_finds_what_single_frames_find():
+    """Frames of one size go through RetinaFace together; a frame's faces must not depend on its batch."""
+    detector = FaceDetector(min_score=0.5)
+    frames = [video_frame(k) for k in range(VIDEO_FRAMES)] + [np.full((480, 640, 3), 90, np.uint8)]
+    batched = detector.batch(frames)
+    assert [len(f) for f in batched] == [1] * (VIDEO_FRAMES - 1) + [0, 0]  # the cut-off face and the blank frame
+    for one, together in zip((detector(f) for f in frames), batched):
+        assert len(one) == len(together)
+        for a, b in zip(one, together):
+            assert np.allclose(a.box, b.box, atol=1e-2) and abs(a.score - b.score) < 1e-4
+            assert np.allclose(a.landmarks, b.landmarks, atol=1e-2)
+
+
+def test_frames_of_several_sizes_in_one_batch_keep_their_order():
+    detector = FaceDetector(min_score=0.5)
+    small = cv2.resize(portrait(), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    found = detector.batch([portrait(), np.full((100, 120, 3), 90, np.uint8), small, portrait()[:, :, 0]])
+    assert [len(f) for f in found] == [1, 0, 1, 1]  # a grey frame is read as BGR
+    assert iou(found[2][0].box, tuple(v / 2 for v in FACE)) > 0.7 and iou(found[3][0].box, FACE) > 0.7
+
+
+def test_retinaface_anchors_follow_the_heads_layout():
+    """Two anchors per cell at strides 8, 16, 32 (sides 16/32, 64/128, 256/512 px), the stride-2
+    convolutions rounding odd sizes up; the network's outputs have one row per anchor."""
+    a = retinaface.anchors(480, 640)
+    assert a.shape == ((60 * 80 + 30 * 40 + 15 * 20) * 2, 4)
+    assert a[0].tolist() == [4.0, 4.0, 16.0, 16.0] and a[1].tolist() == [4.0, 4.0, 32.0, 32.0]
+    assert a[2].tolist() == [12.0, 4.0, 16.0, 16.0] and a[-1].tolist() == [624.0, 464.0, 512.0, 512.0]
+    model = retinaface.load()
+    import torch
+
+    with torch.no_grad():
+        loc, conf, marks = model(torch.zeros(1, 3, 101, 75))
+    assert loc.shape[1] == conf.shape[1] == marks.shape[1] == len(retinaface.anchors(101, 75))
+
+
+def test_unknown_or_missing_detector_is_a_one_line_error():
+    with pytest.raises(ValueError, match="expected one of retinaface, yunet"):
+        FaceDetector(name="mtcnn")
+    try:
+        import yuface  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="needs the yuface package"):
+            FaceDetector(name="yunet")
 
 
 def _bp4d_root(root):
@@ -87,7 +136,7 @@ def test_prepare_with_the_detector_equals_prepare_with_its_boxes(tmp_path):
     skipped = pd.read_csv(detected / "skipped.csv")
     assert list(skipped.frame) == [VIDEO_FRAMES - 1] and skipped.reason[0].startswith("no face found")
     record = json.loads((detected / "provenance.json").read_text())
-    assert record["faces"]["package"] == describe()["package"] and record["faces"]["min_score"] == 0.5
+    assert record["faces"] == describe("retinaface") | {"min_score": 0.5}
     boxes = pd.read_csv(detected / "face_boxes.csv")
     assert len(boxes) == VIDEO_FRAMES - 1 and boxes.score.gt(0.8).all()
     assert iou(boxes.iloc[0][["x", "y", "w", "h"]].tolist(), [v * 0.55 + d for v, d in zip(FACE, (20, 10, 0, 0))]) > 0.6

@@ -86,7 +86,7 @@ def test_rows_timestamps_and_probabilities_match_the_model_applied_directly(mate
     on = table.loc[table.status == "ok", [f"{a}_on" for a in AUS]].to_numpy()
     assert np.array_equal(on, (probs >= 0.45).astype(int))  # occurrence at the checkpoint's threshold
     record = json.loads((tmp_path / "results.csv.provenance.json").read_text())
-    assert record["faces"]["package"].startswith("yuface") and record["checkpoints"][0]["threshold"] == 0.45
+    assert record["faces"]["detector"] == "retinaface" and record["checkpoints"][0]["threshold"] == 0.45
 
 
 def test_video_stride_folders_parquet_and_an_ensemble(material, tmp_path):
@@ -140,8 +140,22 @@ def test_bad_inputs_are_listed_with_reasons_and_the_good_rows_written(material, 
 def test_small_and_unsure_faces_are_listed_without_aus(material, tmp_path):
     table = run([str(PORTRAIT)], [str(material["ckpt"])], Options(str(tmp_path / "r.csv"), min_face=400, progress=False))
     assert table.status.tolist() == ["small face"] and table[AUS].isna().all(axis=None)
-    table = run([str(PORTRAIT)], [str(material["ckpt"])], Options(str(tmp_path / "r.csv"), min_score=0.99, progress=False))
+    table = run([str(PORTRAIT)], [str(material["ckpt"])], Options(str(tmp_path / "r.csv"), min_score=1.0, progress=False))
     assert table.status.tolist() == ["low score"] and table.score.iloc[0] > 0.5
+
+
+def test_a_group_photo_gives_one_row_per_face_largest_first(material, tmp_path):
+    canvas = np.full((700, 1000, 3), 90, np.uint8)
+    hopper = cv2.imread(str(PORTRAIT))
+    canvas[:600, :512] = hopper
+    for scale, x in ((0.5, 560), (0.3, 840)):
+        small = cv2.resize(hopper, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        canvas[100:100 + small.shape[0], x:x + small.shape[1]] = small
+    cv2.imwrite(str(tmp_path / "group.png"), canvas)
+    table = run([str(tmp_path / "group.png")], [str(material["ckpt"])], Options(str(tmp_path / "g.csv"), progress=False))
+    assert table.face.tolist() == [0, 1, 2] and (table.status == "ok").all()
+    assert table.w.is_monotonic_decreasing and table.x.tolist()[1:] == sorted(table.x.tolist()[1:])
+    assert table[AUS].notna().all(axis=None)
 
 
 def test_annotated_output_and_timeline(material, tmp_path):

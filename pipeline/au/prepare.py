@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from .. import paths, provenance, stage_code
@@ -36,6 +37,7 @@ from .labels import apply_policy, au_columns, read_dataset
 OUT = paths.AU_CROPS
 SHARD_SIZE = 1000
 JPEG_QUALITY = 95
+DETECT_BATCH = 16  # frames per detector call
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,9 @@ def _read_frame(root: Path, image: str, cache: dict) -> np.ndarray | None:
 
 
 def crop_sequence(root: str, rows: list[dict], boxes: dict | None, margin: float, size: int,
-                  min_score: float) -> list[tuple[int, bytes | str, tuple | None, float | None]]:
+                  min_score: float, detector: str = "retinaface") -> list[tuple[int, bytes | str, tuple | None, float | None]]:
     """Per frame of one sequence: (row id, JPEG bytes, box, detector score), or (row id, reason,
-    None, None) when it is skipped. ``boxes`` None: each frame's largest detected face."""
+    None, None) when it is skipped. ``boxes`` None: each frame's largest face found by ``detector``."""
     root = Path(root)
     cache: dict = {}
     frames = [_read_frame(root, r["image"], cache) if r["image"] else None for r in rows]
@@ -78,9 +80,12 @@ def crop_sequence(root: str, rows: list[dict], boxes: dict | None, margin: float
         if isinstance(handle, zipfile.ZipFile):
             handle.close()
     if boxes is None:
-        detector = FaceDetector(min_score)
-        faces = [detector(f) if f is not None else [] for f in frames]
-        found = [(f[0].box, f[0].score) if f else None for f in faces]
+        torch.set_num_threads(1)  # one process per core already
+        find, readable, faces = FaceDetector(min_score, name=detector), [i for i, f in enumerate(frames) if f is not None], {}
+        for start in range(0, len(readable), DETECT_BATCH):  # frames of a sequence share their size: one batch
+            ids = readable[start:start + DETECT_BATCH]
+            faces.update(zip(ids, find.batch([frames[i] for i in ids])))
+        found = [(faces[i][0].box, faces[i][0].score) if faces.get(i) else None for i in range(len(frames))]
     else:
         found = [(b, None) if (b := boxes.get((r["subject"], r["sequence"], r["frame"]))) else None for r in rows]
     out = []
@@ -90,7 +95,7 @@ def crop_sequence(root: str, rows: list[dict], boxes: dict | None, margin: float
         elif frame is None:
             out.append((r["row"], f"cannot decode {r['image']}", None, None))
         elif hit is None:
-            why = f"no face found (YuNet score >= {min_score})" if boxes is None else "no box in face_boxes.csv"
+            why = f"no face found ({detector} score >= {min_score})" if boxes is None else "no box in face_boxes.csv"
             out.append((r["row"], why, None, None))
         else:
             crop = crop_face(frame, hit[0], margin, size)
@@ -118,7 +123,7 @@ def prepare(params: Params, dataset: str, out: Path) -> pd.DataFrame:
     box_table = read_boxes(root)
     boxes = None if box_table is None else {
         (s, q, int(f)): (x, y, w, h) for s, q, f, x, y, w, h in box_table.itertuples(index=False)}
-    faces = {"boxes": str(root / BOX_FILE)} if boxes is not None else {**detect.describe(), "min_score": cfg.min_face_score}
+    faces = {"boxes": str(root / BOX_FILE)} if boxes is not None else detect.describe(cfg.detector) | {"min_score": cfg.min_face_score}
     if boxes is None:
         log.info("%s: no %s, detecting faces with %s", root, BOX_FILE, faces["package"])
 
@@ -126,12 +131,12 @@ def prepare(params: Params, dataset: str, out: Path) -> pd.DataFrame:
     crops: dict[int, bytes] = {}
     used: dict[int, tuple] = {}  # row -> (x, y, w, h, score) of the box cropped
     skipped: list[tuple[int, str]] = []
-    # forkserver, not fork: YuNet runs on OpenMP (its own libgomp), which hangs in a child forked
-    # from a process that has used it (a notebook, the tests); forkserver's children start clean
+    # forkserver, not fork: torch and YuNet run on OpenMP thread pools, which hang in a child forked
+    # from a process that has used them (a notebook, the tests); forkserver's children start clean
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(cfg.workers, mp_context=context) as pool, tqdm(total=len(labels), desc=f"prepare {dataset}", unit="frame") as bar:
         futures = [pool.submit(crop_sequence, str(root), job, _subset(boxes, job), cfg.box_margin, cfg.crop_size,
-                               cfg.min_face_score) for job in jobs]
+                               cfg.min_face_score, cfg.detector) for job in jobs]
         for fut in futures:
             results = fut.result()
             for row, result, box, score in results:

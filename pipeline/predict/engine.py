@@ -9,8 +9,10 @@ evaluation transform, the path every training crop takes after ``prepare``.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -130,13 +132,15 @@ class ExpressionEnsemble(Ensemble):
 
 def predict(inputs: list, ensemble: Ensemble | list[Ensemble], *, every: int = 1, batch_size: int = 32,
             min_face: int = 40, min_score: float = 0.6, on_frame: Callable[[Frame, list[dict]], None] | None = None,
-            progress: bool = True, timings: Timings | None = None) -> pd.DataFrame:
+            progress: bool = True, timings: Timings | None = None, detector: FaceDetector | None = None) -> pd.DataFrame:
     """One row per face per frame of ``inputs`` (see :data:`BASE`, then each ensemble's columns: ``AUxx``
     probabilities and ``AUxx_on`` occurrences at its threshold; ``FER_<class>`` probabilities and
     ``expression``). ``on_frame(frame, rows)`` is called for every frame in order once its rows are
-    complete (annotated output); a row's ``probs`` holds one array per ensemble."""
+    complete (annotated output); a row's ``probs`` holds one array per ensemble. Frames are decoded
+    ahead in a thread and detected ``batch_size`` at a time (``detector``: RetinaFace on the CPU
+    with a threshold of ``min(DETECT_FLOOR, min_score)`` unless given)."""
     heads = ensemble if isinstance(ensemble, list) else [ensemble]
-    detector = FaceDetector(min(DETECT_FLOOR, min_score))
+    detector = detector or FaceDetector(min(DETECT_FLOOR, min_score))
     timings = timings if timings is not None else Timings()
     rows: list[dict] = []
     pending: list[tuple[Frame, list[int]]] = []  # frames whose faces wait for the model
@@ -157,21 +161,8 @@ def predict(inputs: list, ensemble: Ensemble | list[Ensemble], *, every: int = 1
         for part in crops:
             part.clear()
 
-    stream = frames(inputs, every)
-    bar = tqdm(desc="predict", unit="frame", disable=not progress)
-    while True:
-        start = time.perf_counter()
-        item = next(stream, None)
-        timings.decode += time.perf_counter() - start
-        if item is None:
-            break
-        if isinstance(item, Problem):
-            rows.append({"input": item.input, "frame": item.index, "status": UNREADABLE, "reason": item.reason})
-            continue
-        start = time.perf_counter()
-        faces = detector(item.bgr)
-        timings.detect += time.perf_counter() - start
-        timings.frames += 1
+    def read(item: Frame, faces: list[Face]) -> None:
+        """The rows of one detected frame; its scored faces' crops join the batch."""
         where = {"input": item.input, "frame": item.index, "time_s": item.time}
         ids = []
         if not faces:
@@ -195,9 +186,55 @@ def predict(inputs: list, ensemble: Ensemble | list[Ensemble], *, every: int = 1
         if len(owners) >= batch_size or len(pending) >= batch_size:
             flush()
         bar.update()
+
+    bar = tqdm(desc="predict", unit="frame", disable=not progress)
+    for chunk in _chunks(ahead(frames(inputs, every), depth=2 * batch_size), batch_size, timings):
+        readable = [item for item in chunk if not isinstance(item, Problem)]
+        start = time.perf_counter()
+        found = iter(detector.batch([item.bgr for item in readable]) if readable else [])
+        timings.detect += time.perf_counter() - start
+        for item in chunk:
+            if isinstance(item, Problem):
+                rows.append({"input": item.input, "frame": item.index, "status": UNREADABLE, "reason": item.reason})
+            else:
+                read(item, next(found))
     flush()
     bar.close()
     return _table(rows, heads)
+
+
+def ahead(items: Iterator, depth: int) -> Iterator:
+    """``items`` produced by a thread up to ``depth`` ahead of the consumer (OpenCV decodes without the GIL);
+    the thread's exceptions are raised in the consumer."""
+    done, q = object(), queue.Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as err:  # noqa: BLE001 (handed to the consumer)
+            q.put(err)
+        q.put(done)
+
+    threading.Thread(target=produce, daemon=True, name="decode-ahead").start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _chunks(items: Iterator, size: int, timings: Timings) -> Iterator[list]:
+    """Lists of up to ``size`` items; the time spent waiting for them counts as decoding."""
+    while True:
+        start, chunk = time.perf_counter(), []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == size:
+                break
+        timings.decode += time.perf_counter() - start
+        if not chunk:
+            return
+        yield chunk
 
 
 def _geometry(face: Face) -> dict:

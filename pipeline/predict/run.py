@@ -24,7 +24,7 @@ from ..config import ConfigError, UserError
 from ..faces import detect
 from ..models import au_checkpoint, checkpoint, fer_checkpoint
 from .annotate import Annotator
-from .engine import UNREADABLE, Ensemble, ExpressionEnsemble, Timings, predict
+from .engine import DETECT_FLOOR, UNREADABLE, Ensemble, ExpressionEnsemble, Timings, predict
 from .plot import plot_timeline
 
 CODE = stage_code.closure(__name__)  # the sources predict can run, recorded with its outputs
@@ -43,6 +43,7 @@ class Options:
     min_face: int = 40  # faces whose shorter side is below this many pixels are listed, not scored
     min_score: float = 0.6  # faces below this detector score are listed, not scored
     device: str = "auto"  # auto, cpu or cuda[:N]
+    detector: str = "retinaface"  # a name of pipeline.faces.detect.DETECTORS
     annotate: str | None = None  # folder for annotated images / MP4s
     plot: str | None = None  # folder for each video's AU-over-time plot
     progress: bool = True  # progress bars
@@ -55,6 +56,8 @@ class Options:
                 raise ConfigError(f"--{key.replace('_', '-')}", getattr(self, key), "an integer >= 1", "command line")
         if not 0 <= self.min_score <= 1:
             raise ConfigError("--min-score", self.min_score, "a number in [0, 1]", "command line")
+        if self.detector not in detect.DETECTORS:
+            raise ConfigError("--detector", self.detector, f"one of {', '.join(detect.DETECTORS)}", "command line")
         if self.device not in ("auto", "cpu") and not (self.device.startswith("cuda") and torch.cuda.is_available()):
             raise ConfigError("--device", self.device, "auto, cpu, or cuda[:N] on a machine with a CUDA GPU", "command line")
 
@@ -67,15 +70,19 @@ class Options:
 def run(inputs: list[str], checkpoints: list[str], options: Options = Options()) -> pd.DataFrame:
     o = options
     out_path, device, dataset, every, min_score = Path(o.out), o.device, o.dataset, o.every, o.min_score
-    recorded = {"every": o.every, "batch_size": o.batch_size, "min_face": o.min_face, "min_score": o.min_score}
+    recorded = {"every": o.every, "batch_size": o.batch_size, "min_face": o.min_face, "min_score": o.min_score, "detector": o.detector}
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     expression = [p for p in checkpoints if fer_checkpoint.is_fer(checkpoint.read(p))]
     models = [au_checkpoint.load(p, dataset) for p in checkpoints if p not in expression]
     fer_models = [fer_checkpoint.load(p) for p in expression]
+    try:
+        detector = detect.FaceDetector(min(DETECT_FLOOR, min_score), name=o.detector, device=dev)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     for m in models:
-        if m.faces and "boxes" in m.faces:
-            log.warning("%s was trained on crops from the boxes in %s, not from YuNet: faces here are cropped by YuNet, "
-                        "whose boxes may frame them differently", m.path, m.faces["boxes"])
+        if (source := _crop_source(m.faces)) not in (None, o.detector):
+            log.warning("%s was trained on crops from %s, not from %s: faces here are found by %s, whose boxes may "
+                        "frame them differently", m.path, source, o.detector, o.detector)
     try:  # one ensemble per task: the AU checkpoints, the expression checkpoints
         heads = ([Ensemble(models, dev)] if models else []) + ([ExpressionEnsemble(fer_models, dev)] if fer_models else [])
     except ValueError as err:
@@ -89,14 +96,14 @@ def run(inputs: list[str], checkpoints: list[str], options: Options = Options())
     timings = Timings()
     try:
         table = predict(inputs, heads, every=every, batch_size=o.batch_size, min_face=o.min_face, min_score=min_score,
-                        on_frame=annotator, progress=o.progress, timings=timings)
+                        on_frame=annotator, progress=o.progress, timings=timings, detector=detector)
     finally:
         if annotator is not None:
             annotator.close()
     _write(table, out_path)
     record = provenance.record("predict", recorded | {"device": str(dev), "inputs": [str(i) for i in inputs]}, CODE,
                                checkpoints=[_describe(m) for m in models + fer_models],
-                               faces=detect.describe() | {"min_score": min_score},
+                               faces=detector.describe() | {"min_score": min_score},
                                threshold=au.threshold if au else None, timings=timings.as_dict())
     sidecar = out_path.with_name(out_path.name + ".provenance.json")
     sidecar.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
@@ -109,6 +116,16 @@ def run(inputs: list[str], checkpoints: list[str], options: Options = Options())
                     log.info("%s timeline of %s: %s", what, video, png)
     _summarise(table, out_path, timings)
     return table
+
+
+def _crop_source(faces: dict | None) -> str | None:
+    """What cut a checkpoint's training crops: a detector's name, ``the boxes in <file>``, or None (not recorded)."""
+    if not faces:
+        return None
+    if "boxes" in faces:
+        return f"the boxes in {faces['boxes']}"
+    name = str(faces.get("detector", "")).lower()
+    return "yunet" if name.startswith("yunet") else name or None  # checkpoints before 2026-12 say "YuNet (libfacedetection)"
 
 
 def _write(table: pd.DataFrame, out: Path) -> None:
