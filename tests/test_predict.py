@@ -158,6 +158,19 @@ def test_a_group_photo_gives_one_row_per_face_largest_first(material, tmp_path):
     assert table[AUS].notna().all(axis=None)
 
 
+@pytest.mark.parametrize("faces, warned", [({"detector": "YuNet (libfacedetection)", "package": "yuface 2023.5.1"}, True),
+                                           ({"detector": "retinaface", "min_score": 0.5}, False),
+                                           ({"boxes": "/data/BP4D/face_boxes.csv"}, True), (None, False)])
+def test_predict_warns_when_the_training_crops_came_from_another_detector(material, tmp_path, caplog, faces, warned):
+    ckpt = {"model": fold_model(1).state_dict(), "epoch": 0,
+            "inference": inference_record("vit_tiny_patch16_224", 64, "bp4d", 0.5, 0.05, 224, faces=faces)}
+    checkpoint.save_atomic(ckpt, tmp_path / "fold.pth")
+    with caplog.at_level("WARNING"):
+        run([str(PORTRAIT)], [str(tmp_path / "fold.pth")], Options(str(tmp_path / "r.csv"), progress=False))
+    said = [r.getMessage() for r in caplog.records if "not from retinaface" in r.getMessage()]
+    assert bool(said) == warned, said
+
+
 def test_annotated_output_and_timeline(material, tmp_path):
     run([str(PORTRAIT), str(material["video"])], [str(material["ckpt"])], Options(str(tmp_path / "r.csv"),
         annotate=str(tmp_path / "ann"), plot=str(tmp_path / "plots"), progress=False))
