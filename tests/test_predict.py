@@ -19,6 +19,8 @@ from pipeline.models import checkpoint
 from pipeline.models.au_checkpoint import inference_record, load
 from pipeline.models.mae import MaskedAutoencoder
 from pipeline.models.vit_classifier import ViTClassifier
+from pipeline.predict import device_crops
+from pipeline.predict.engine import Ensemble, predict
 from pipeline.predict.run import Options, run
 from pipeline.training.transforms import eval_transform
 
@@ -169,6 +171,26 @@ def test_predict_warns_when_the_training_crops_came_from_another_detector(materi
         run([str(PORTRAIT)], [str(tmp_path / "fold.pth")], Options(str(tmp_path / "r.csv"), progress=False))
     said = [r.getMessage() for r in caplog.records if "not from retinaface" in r.getMessage()]
     assert bool(said) == warned, said
+
+
+def test_crops_cut_on_the_device_match_the_training_crops_path(material):
+    """The GPU path (torch crops and resizes, used on CUDA) against the exact CPU path (OpenCV and PIL,
+    the training crops' own), both run here on the CPU: the same rows, pixels a few grey levels apart,
+    probabilities within 0.02."""
+    frame = cv2.imread(str(PORTRAIT))
+    box = FaceDetector(0.3)(frame)[0].box
+    exact = crop_face(frame, box, 0.05, 224)
+    on_device = device_crops.crop(device_crops.frame_tensor(frame, torch.device("cpu")), box, 0.05, 224)
+    diff = np.abs(on_device.permute(1, 2, 0).numpy()[:, :, ::-1] - exact.astype(np.float32))
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) < 16, (diff.mean(), np.percentile(diff, 99))
+
+    ensemble = Ensemble([load(material["ckpt"])], torch.device("cpu"))
+    cpu = predict([material["video"]], ensemble, progress=False)
+    ensemble.on_device = True
+    device = predict([material["video"]], ensemble, progress=False)
+    assert cpu[["input", "frame", "face", "status", "x", "w"]].equals(device[["input", "frame", "face", "status", "x", "w"]])
+    gap = np.nanmax(np.abs(cpu[AUS].to_numpy() - device[AUS].to_numpy()))
+    assert 0 < gap < 0.02, gap
 
 
 def test_annotated_output_and_timeline(material, tmp_path):

@@ -28,6 +28,7 @@ from ..faces.detect import LANDMARKS, Face, FaceDetector
 from ..models.au_checkpoint import AUModel
 from ..models.fer_checkpoint import FERModel
 from ..training.transforms import eval_transform
+from . import device_crops
 from .inputs import Frame, Problem, frames
 
 DETECT_FLOOR = 0.3  # faces down to this score are found and listed; below --min-score they get no AU columns
@@ -78,17 +79,29 @@ class Ensemble:
                                  f"{outputs} and crop")
         self.models, self.device = [m.model.to(device) for m in models], device
         self.transforms = [eval_transform(m.img_size, m.mean, m.std) for m in models]
+        self.inputs = [(m.img_size, m.mean, m.std) for m in models]
         self.margin, self.crop_size = first.crop
+        self.on_device = device.type == "cuda"  # crops cut on the GPU (device_crops); the exact CPU path elsewhere
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
 
+    def cut(self, bgr: np.ndarray, pixels: Callable[[], torch.Tensor], box) -> np.ndarray | torch.Tensor:
+        """One face's crop: BGR pixels (CPU path) or a tensor on the device (``pixels()``: the frame there)."""
+        if self.on_device:
+            return device_crops.crop(pixels(), box, self.margin, self.crop_size)
+        return crop_face(bgr, box, self.margin, self.crop_size)
+
     @torch.no_grad()
-    def __call__(self, crops: list[np.ndarray]) -> np.ndarray:
-        images = [Image.fromarray(cv2.cvtColor(c, cv2.COLOR_BGR2RGB)) for c in crops]
+    def __call__(self, crops: list[np.ndarray] | list[torch.Tensor]) -> np.ndarray:
         total = np.zeros((len(crops), len(self.names)), np.float64)
-        for model, transform in zip(self.models, self.transforms):
-            x = torch.stack([transform(img) for img in images]).to(self.device)
+        if crops and isinstance(crops[0], torch.Tensor):
+            batch = torch.stack(crops)
+            inputs = [device_crops.model_input(batch, *spec) for spec in self.inputs]
+        else:
+            images = [Image.fromarray(cv2.cvtColor(c, cv2.COLOR_BGR2RGB)) for c in crops]
+            inputs = [torch.stack([transform(img) for img in images]).to(self.device) for transform in self.transforms]
+        for model, x in zip(self.models, inputs):
             with autocast(self.device):
                 total += self._activate(model(x)[0].float()).cpu().numpy()
         return total / len(self.models)
@@ -164,6 +177,13 @@ def predict(inputs: list, ensemble: Ensemble | list[Ensemble], *, every: int = 1
     def read(item: Frame, faces: list[Face]) -> None:
         """The rows of one detected frame; its scored faces' crops join the batch."""
         where = {"input": item.input, "frame": item.index, "time_s": item.time}
+        on_device: list[torch.Tensor] = []
+
+        def pixels() -> torch.Tensor:  # the frame on the model's device, uploaded once for all its faces
+            if not on_device:
+                on_device.append(device_crops.frame_tensor(item.bgr, heads[0].device))
+            return on_device[0]
+
         ids = []
         if not faces:
             rows.append(where | {"status": NO_FACE})
@@ -173,11 +193,11 @@ def predict(inputs: list, ensemble: Ensemble | list[Ensemble], *, every: int = 1
             rows.append(where | {"face": k, "status": status} | _geometry(face))
             if status == OK:
                 start = time.perf_counter()
-                cut: dict[tuple, np.ndarray] = {}  # ensembles of one crop share it
+                cut: dict[tuple, np.ndarray | torch.Tensor] = {}  # ensembles of one crop share it
                 for h, head in enumerate(heads):
-                    key = (head.margin, head.crop_size)
+                    key = (head.margin, head.crop_size, head.on_device)
                     if key not in cut:
-                        cut[key] = crop_face(item.bgr, face.box, head.margin, head.crop_size)
+                        cut[key] = head.cut(item.bgr, pixels, face.box)
                     crops[h].append(cut[key])
                 timings.model += time.perf_counter() - start
                 owners.append(ids[-1])
