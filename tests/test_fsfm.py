@@ -113,3 +113,40 @@ def test_the_loss_terms_against_hand_computed_values():
     b.requires_grad_(True)
     similarity_loss(a.requires_grad_(True), b).backward()
     assert b.grad is None and a.grad is not None  # the target branch gets no gradient
+
+
+def _tiny_fsfm(distill: bool = True):
+    torch.manual_seed(0)
+    from pipeline.fsfm.model import FSFM
+
+    mae = MaskedAutoencoder("vit_tiny_patch16_224", decoder_dim=32, decoder_depth=1, decoder_heads=2, img_size=64)
+    return FSFM(mae, distill=distill, hidden=64, out=16)
+
+
+def test_fsfm_trains_the_online_branch_and_moves_the_target_only_by_ema():
+    model = _tiny_fsfm()
+    imgs = torch.randn(4, 3, 64, 64)
+    groups = patch_groups(torch.nn.functional.interpolate(face_map()[None, None].float(), size=64).long()[:, 0].expand(4, -1, -1), 16)
+    noise, _, region = crfr_p(groups, 0.75, torch.Generator().manual_seed(0))
+    loss, parts = model(imgs, noise, region)
+    assert set(parts) == {"rec", "rec_region", "sim"} and -0.5 <= parts["sim"] <= 0.5
+    assert loss.item() == pytest.approx(parts["rec"] + 0.007 * parts["rec_region"] + 0.1 * parts["sim"], rel=1e-5)
+    target_before = [p.clone() for p in model.target.parameters()]
+    loss.backward()
+    assert all(p.grad is None for p in model.target.parameters())
+    assert model.online.rep_mask_token.grad is not None and model.predictor.net[0].weight.grad is not None
+    assert model.mae.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.mae.blocks[0].attn.qkv.weight.add_(1.0)  # an optimiser step on the shared encoder
+    model.update_target(0.99)
+    moved = model.target.blocks[0].attn.qkv.weight - target_before[[n for n, _ in model.target.named_parameters()].index("blocks.0.attn.qkv.weight")]
+    assert torch.allclose(moved, torch.full_like(moved, 0.01), atol=1e-6)
+    assert set(model.mae.encoder_state_dict()) == set(MaskedAutoencoder("vit_tiny_patch16_224", 32, 1, 2, img_size=64).encoder_state_dict())
+
+
+def test_fsfm_without_the_branch_is_the_mae_loss_plus_the_region_term():
+    model = _tiny_fsfm(distill=False)
+    imgs, noise = torch.randn(2, 3, 64, 64), torch.rand(2, 16)
+    loss, parts = model(imgs, noise, torch.zeros(2, 16, dtype=torch.bool))
+    mae_loss = model.mae(imgs, noise=noise)[0]
+    assert set(parts) == {"rec", "rec_region"} and parts["rec_region"] == 0 and loss.item() == pytest.approx(mae_loss.item())
