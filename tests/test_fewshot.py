@@ -1,0 +1,42 @@
+"""Few-shot parts: the labelled subjects at each budget, and the linear AU probe on frozen features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.fewshot.au_probe import au_linear_probe
+from pipeline.fewshot.budgets import budget_subjects
+
+SUBJECTS = [f"F{k:03d}" for k in range(1, 25)]
+
+
+def test_budgets_are_nested_seeded_per_fold_and_the_same_on_every_call():
+    got = budget_subjects(SUBJECTS, [2, 5, 10, "all"], seed=0, fold=1)
+    assert list(got) == ["2", "5", "10", "all"] and [len(v) for v in got.values()] == [2, 5, 10, 24]
+    assert set(got["2"]) <= set(got["5"]) <= set(got["10"]) <= set(got["all"]) == set(SUBJECTS)
+    assert got == budget_subjects(list(reversed(SUBJECTS)), [2, 5, 10, "all"], seed=0, fold=1)  # order-free
+    assert got["5"] != budget_subjects(SUBJECTS, [5], seed=0, fold=2)["5"]  # each fold draws its own
+    for bad in (0, 25, "half", True):
+        with pytest.raises(ValueError, match="expected an integer from 1 to 24"):
+            budget_subjects(SUBJECTS, [bad], seed=0, fold=1)
+
+
+def _toy(n: int, rng: np.random.Generator, w: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    x = rng.normal(size=(n, w.shape[0])).astype(np.float32)
+    y = (x @ w + 0.3 * rng.normal(size=(n, w.shape[1])) > 0).astype(np.float32)
+    y[rng.random(y.shape) < 0.05] = -1  # some unknown labels
+    return torch.from_numpy(x), y
+
+
+def test_the_au_probe_reads_linear_aus_and_fails_on_shuffled_labels():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 4))
+    train, val, test = _toy(400, rng, w), _toy(200, rng, w), _toy(400, rng, w)
+    good = au_linear_probe(train, val, test, epochs=30)
+    assert good["auc"] > 0.9 and good["f1"] > 0.7, good
+    shuffled = (train[0], train[1][rng.permutation(len(train[1]))])
+    bad = au_linear_probe(shuffled, val, test, epochs=30)
+    assert bad["auc"] < 0.6, bad  # the mutation: labels that do not belong to the frames
+    assert set(good["val_auc"]) == {"0.001", "0.01"} and good["lr"] in (1e-3, 1e-2)
