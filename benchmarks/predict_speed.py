@@ -8,7 +8,8 @@ real-portrait clip (Grace Hopper moving and zooming in a 640x480 frame, one face
 - ``decode``: OpenCV decoding of the MP4;
 - ``detect``: the face detector (``--detector``, RetinaFace by default, on ``--device``) on the decoded
   frames, one frame per call and ``max(--batch-sizes)`` frames per call (YuNet: CPU only, one frame a call);
-- ``crop``: the training crop (box + margin, 224 px) and the model's resize/normalise transform;
+- ``crop``: the training crop (box + margin, 224 px) and the model's resize/normalise transform, with
+  OpenCV and PIL on the CPU, on the device on CUDA (as ``fmae predict`` does);
 - ``model``: the forward pass per face at each batch size (bf16 autocast on CUDA), for each model
   (random weights: speed does not depend on them);
 
@@ -36,6 +37,7 @@ from pipeline.faces.crop import crop_face  # noqa: E402
 from pipeline.faces.detect import DETECTORS, FaceDetector  # noqa: E402
 from pipeline.models.au_checkpoint import AUModel  # noqa: E402
 from pipeline.models.vit_classifier import ViTClassifier  # noqa: E402
+from pipeline.predict import device_crops  # noqa: E402
 from pipeline.predict.engine import Ensemble, Timings, predict  # noqa: E402
 from pipeline.training.transforms import eval_transform  # noqa: E402
 from tests.real_faces import decoded_frames, write_video  # noqa: E402
@@ -93,11 +95,22 @@ def main() -> None:
         chunks = [frames[i:i + many] for i in range(0, len(frames), many)]
         detect = per_frame(detector.batch, chunks, repeat=3) * len(chunks) / len(frames)
         boxes = [faces[0].box for faces in detector.batch(frames)]
-        transform = eval_transform(models[0][1])
-        crop = per_frame(lambda fb: transform(Image.fromarray(cv2.cvtColor(crop_face(*fb, 0.05, 224), cv2.COLOR_BGR2RGB))),
-                         list(zip(frames, boxes)), repeat=3)
+        transform, size = eval_transform(models[0][1]), models[0][1]
+        if device.type == "cuda":  # predict's path there: the frame uploaded, crop and resize on the device
+
+            def cut(fb):
+                crops = device_crops.crop(device_crops.frame_tensor(fb[0], device), fb[1], 0.05, 224)[None]
+                out = device_crops.model_input(crops, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+                torch.cuda.synchronize()
+                return out
+        else:
+
+            def cut(fb):
+                return transform(Image.fromarray(cv2.cvtColor(crop_face(*fb, 0.05, 224), cv2.COLOR_BGR2RGB)))
+        crop = per_frame(cut, list(zip(frames, boxes)), repeat=3)
         print(f"\nper frame: decode {decode:.2f} ms, detect ({args.detector}, {device.type}) {detect_one:.2f} ms one frame "
-              f"a call, {detect:.2f} ms {many} a call, crop+transform {crop:.2f} ms")
+              f"a call, {detect:.2f} ms {many} a call, crop+transform ({'device' if device.type == 'cuda' else 'OpenCV + PIL'}) "
+              f"{crop:.2f} ms")
         print("\n| model | input | batch | model ms/face | frames/s (decode+detect+crop+model) | model-only faces/s |")
         print("|---|---|---|---|---|---|")
         for name, size in models:
