@@ -38,7 +38,7 @@ def test_detector_and_predict_benchmarks_print_their_tables(tmp_path):
     speed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "predict_speed.py"), "--frames", "8",
                             "--models", "vit_tiny_patch16_224@32", "--batch-sizes", "1,4", "--device", "cpu"],
                            check=True, capture_output=True, text=True, cwd=tmp_path).stdout
-    assert "detect (retinaface, cpu)" in speed and "fmae predict loop" in speed
+    assert "detect (retinaface, cpu)" in speed and "batch 4: 8 frames in" in speed  # the loop counts its frames
     assert sum(line.startswith("| vit_tiny_patch16_224") for line in speed.splitlines()) == 2
 
 

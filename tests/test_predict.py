@@ -89,6 +89,7 @@ def test_rows_timestamps_and_probabilities_match_the_model_applied_directly(mate
     assert np.array_equal(on, (probs >= 0.45).astype(int))  # occurrence at the checkpoint's threshold
     record = json.loads((tmp_path / "results.csv.provenance.json").read_text())
     assert record["faces"]["detector"] == "retinaface" and record["checkpoints"][0]["threshold"] == 0.45
+    assert record["timings"]["frames"] == VIDEO_FRAMES + 1 and record["timings"]["faces"] == VIDEO_FRAMES  # photo + clip
 
 
 def test_video_stride_folders_parquet_and_an_ensemble(material, tmp_path):

@@ -176,6 +176,7 @@ def predict(inputs: list, ensemble: Ensemble | list[Ensemble], *, every: int = 1
 
     def read(item: Frame, faces: list[Face]) -> None:
         """The rows of one detected frame; its scored faces' crops join the batch."""
+        timings.frames += 1
         where = {"input": item.input, "frame": item.index, "time_s": item.time}
         on_device: list[torch.Tensor] = []
 
