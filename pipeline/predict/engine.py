@@ -212,7 +212,9 @@ def predict(inputs: list, ensemble: Ensemble | list[Ensemble], *, every: int = 1
     for chunk in _chunks(ahead(frames(inputs, every), depth=2 * batch_size), batch_size, timings):
         readable = [item for item in chunk if not isinstance(item, Problem)]
         start = time.perf_counter()
-        found = iter(detector.batch([item.bgr for item in readable]) if readable else [])
+        step = 1 if detector.device.type == "cpu" else len(readable)  # 32 CPU frames a call: 29 ms a frame, 22.5 one by one
+        found = iter([faces for i in range(0, len(readable), max(step, 1))
+                      for faces in detector.batch([item.bgr for item in readable[i:i + step]])])
         timings.detect += time.perf_counter() - start
         for item in chunk:
             if isinstance(item, Problem):
