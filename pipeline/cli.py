@@ -106,10 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_predict(subs) -> None:
-    from .faces.detect import DETECTORS
-
     sub = subs.add_parser("predict", help="AU and expression probabilities for your own images, folders and videos",
-                          description="Detect every face (RetinaFace, or YuNet with --detector yunet), crop it as training crops are cut and write one row "
+                          description="Detect every face (RetinaFace, or YuNet with --detector yunet), crop it as training crops are cut "
+                                      "and write one row "
                                       "per face per frame with a probability and an occurrence column per AU (AU "
                                       "checkpoints) and a probability column per expression (FER checkpoints). "
                                       "Does not read params.yaml: the checkpoint carries what it needs.")
@@ -127,7 +126,7 @@ def _add_predict(subs) -> None:
     sub.add_argument("--min-score", type=float, default=0.6,
                      help="faces below this detector score are listed, not scored (default: %(default)s)")
     sub.add_argument("--device", default="auto", help="auto (CUDA when present, bf16), cpu or cuda[:N]")
-    sub.add_argument("--detector", default="retinaface", choices=DETECTORS,
+    sub.add_argument("--detector", default="retinaface",  # checked by predict.run.Options: parsing imports no torch
                      help="face detector: retinaface (shipped; on --device) or yunet (CPU; needs the yuface wheel) "
                           "(default: %(default)s)")
     sub.add_argument("--annotate", metavar="DIR", help="also write annotated images / MP4s (boxes, active AUs) here")

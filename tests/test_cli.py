@@ -81,3 +81,12 @@ def test_each_stage_has_its_own_help():
     text = " ".join(finetune.stdout.split())  # argparse wraps lines
     assert finetune.returncode == 0 and "--fold" in text and "Reads params.yaml: model, finetune, au.unknown_policy" in text
     assert "--fold" not in synth.stdout and "Reads params.yaml: synth" in " ".join(synth.stdout.split())
+
+
+def test_building_the_command_line_imports_no_torch():
+    """`fmae --help` and every stage's parsing stay fast: torch is imported by the stage that needs it, not the parser."""
+    import subprocess
+    import sys
+
+    code = "import sys; from pipeline.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
