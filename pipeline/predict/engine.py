@@ -9,6 +9,7 @@ evaluation transform, the path every training crop takes after ``prepare``.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -249,11 +250,8 @@ def ahead(items: Iterator, depth: int) -> Iterator:
 def _chunks(items: Iterator, size: int, timings: Timings) -> Iterator[list]:
     """Lists of up to ``size`` items; the time spent waiting for them counts as decoding."""
     while True:
-        start, chunk = time.perf_counter(), []
-        for item in items:
-            chunk.append(item)
-            if len(chunk) == size:
-                break
+        start = time.perf_counter()
+        chunk = list(itertools.islice(items, size))
         timings.decode += time.perf_counter() - start
         if not chunk:
             return
