@@ -29,31 +29,46 @@ def _run(cmd: list[str], cwd: Path) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.fixture
-def project(tmp_path):
+def _copy_project(dest: Path) -> Path:
     """A git repo holding the project's tracked files, with a tiny synthetic world."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
         if (ROOT / rel).is_file() and not rel.startswith(("reports/", "plots/", "dvc.lock")):
-            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, tmp_path / rel)
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
     params = yaml.safe_load(PARAMS.read_text())  # the tests' base, not the shipped demo configuration
     for dotted, value in {**TINY, **TINY_STAGES}.items():
         section, key = dotted.split(".")
         params[section][key] = value
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=tmp_path, check=True)
-    yield tmp_path
+        subprocess.run(cmd, cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """One `dvc repro` of the copy for the whole module (each run costs minutes): its directory and
+    the output of the run. Tests work on copies of it, so none sees another's changes."""
+    root = _copy_project(tmp_path_factory.mktemp("reproduced"))
+    return root, _run([str(BIN / "dvc"), "repro"], root)
+
+
+@pytest.fixture
+def project(reproduced, tmp_path):
+    """A private copy of the reproduced project: workspace, git history, DVC cache and lock."""
+    copy = tmp_path / "project"
+    shutil.copytree(reproduced[0], copy, symlinks=True)
+    yield copy
     # a failed or timed-out queue test must not leave DVC's queue workers training in the background
-    subprocess.run([str(BIN / "dvc"), "queue", "stop", "--kill"], cwd=tmp_path, capture_output=True, timeout=120)
+    subprocess.run([str(BIN / "dvc"), "queue", "stop", "--kill"], cwd=copy, capture_output=True, timeout=120)
 
 
 @pytest.mark.slow
-def test_repro_twice_second_run_reruns_only_scan(project):
-    first = _run([str(BIN / "dvc"), "repro"], project)
+def test_repro_twice_second_run_reruns_only_scan(reproduced, project):
+    first = reproduced[1]
     for stage in ("synthesize", "scan", "curate", "pretrain", "prepare@bp4d", "finetune@bp4d-1", "finetune@bp4d-3",
                   "finetune_fmae@bp4d-2", "finetune_random@bp4d-1", "evaluate", "prepare_fer@rafdb", "finetune_fer@affectnet", "evaluate_fer"):
         assert f"Running stage '{stage}'" in first
@@ -114,7 +129,6 @@ def test_repro_twice_second_run_reruns_only_scan(project):
 
 @pytest.mark.slow
 def test_lambda_experiment_reruns_only_the_iat_stages(project):
-    _run([str(BIN / "dvc"), "repro"], project)
     out = _run([str(BIN / "dvc"), "exp", "run", "-S", "iat.lambda=1.0"], project)
     assert "Running stage 'finetune@bp4d-1'" in out and "Running stage 'finetune@bp4d-3'" in out
     assert "Running stage 'evaluate'" in out
@@ -127,7 +141,6 @@ def test_queued_sweep_reruns_only_the_iat_stages_and_experiments_compare(project
     """`dvc exp run --queue` runs in a fresh checkout (new file times): curation and pretraining
     must stay cached; per-fold metrics and curves of the two experiments must be diffable."""
     dvc = str(BIN / "dvc")
-    _run([dvc, "repro"], project)
     for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"]):
         subprocess.run(cmd, cwd=project, check=True)
     _run([dvc, "exp", "run", "--queue", "-S", "iat.lambda=0,1"], project)
