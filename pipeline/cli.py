@@ -36,7 +36,7 @@ STAGES = {
     "synthesize": Stage("synth", "write the synthetic face world (sources and AU datasets)"),
     "scan": Stage("curate", "list the enabled Face9M sources into a manifest (headers only)"),
     "curate": Stage("curate", "filter, de-duplicate and shard Face9M with Ray"),
-    "pretrain": Stage("pretrain", "MAE pretraining of the ViT on the Face9M shards (torchrun for DDP)"),
+    "pretrain": Stage("pretrain", "MAE or FSFM pretraining of the ViT on the Face9M shards (torchrun for DDP)"),
     "prepare": Stage("au", "AU frame index and face-crop shards of one dataset"),
     "finetune": Stage("au", "AU finetuning of one fold"),
     "probe": Stage("evaluate", "identity probes (the release's, strong, unseen sequences) of one encoder"),
@@ -44,6 +44,8 @@ STAGES = {
     "prepare_fer": Stage("fer", "expression image index and face-crop shards of one FER dataset"),
     "finetune_fer": Stage("fer", "expression recognition finetuning of one FER dataset"),
     "evaluate_fer": Stage("fer", "FER accuracy tables, confusion matrices, accuracy per epoch, report"),
+    "fewshot": Stage("fewshot", "few-shot AU transfer of one encoder on one fold: linear probe and short finetune per subject budget"),
+    "fewshot_report": Stage("fewshot", "the few-shot comparison: metrics, AUC against labelled subjects, report"),
 }
 
 
@@ -84,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--dataset", choices=DATASETS, required=True, help="the AU dataset whose frames are probed")
             sub.add_argument("--model", choices=("pretrained", "fmae", "iat", "random"), required=True,
                              help="pretrained: finetune.init before finetuning; a variant: its models of evaluate.probe_folds")
+        if name == "pretrain":
+            sub.add_argument("--method", choices=("mae", "fsfm"),
+                             help="pretrain with this method instead of pretrain.method, into models/compare/<method>/ "
+                                  "(the pretrain_compare stages)")
+        if name == "fewshot":
+            sub.add_argument("--encoder", required=True, help="random, or a pretraining method of pretrain.method and fewshot.methods")
+            sub.add_argument("--fold", type=int, required=True, help="the 1-based BP4D test fold")
         if name == "finetune":
             sub.add_argument("--fold", type=int, required=True, help="the 1-based test fold (BP4D, DISFA: 1-3; BP4D+: 1-4)")
             sub.add_argument("--variant", choices=("iat", "fmae", "random"), default="iat",
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["overlay"] and "--" in argv:  # what follows `--` is dvc exp run's
         argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = build_parser().parse_args(argv)
-    stage_args = {k: v for k in ("dataset", "fold", "variant", "model") if (v := getattr(args, k, None)) is not None}
+    stage_args = {k: v for k in ("dataset", "fold", "variant", "model", "method", "encoder") if (v := getattr(args, k, None)) is not None}
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.stage == "predict":
@@ -164,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 results(dataset=args.dataset)
             return 0
         if "fold" in stage_args:
-            _check_fold(stage_args["dataset"], stage_args["fold"])
+            _check_fold(stage_args.get("dataset", "bp4d"), stage_args["fold"])
         params = load_params(args.params, dict(_parse_override(s) for s in args.set))
         module = importlib.import_module(STAGES[args.stage].module(args.stage))
         module.run(params, **stage_args)

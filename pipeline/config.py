@@ -167,6 +167,7 @@ class SourceConfig:
     enabled: bool
     root: str
     max_images: int  # 0 = no cap
+    regions: str = ""  # folder of the images' facial region maps (pipeline.region_maps), "" = none
 
     def __post_init__(self):
         check(self.max_images >= 0, "max_images", self.max_images, "an integer >= 0 (0 = no cap)")
@@ -254,6 +255,15 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class FSFMConfig:
+    masking: Literal["regions", "random"]  # regions: CRFR-P from the shards' region maps; random: the MAE's masking
+    distill: bool  # the identity-level self-distillation branch (online rep decoder + EMA target)
+
+
+PRETRAIN_METHODS = ("mae", "fsfm")
+
+
+@dataclass(frozen=True)
 class PretrainConfig(Schedule):
     mask_ratio: float
     norm_pix_loss: bool
@@ -270,8 +280,12 @@ class PretrainConfig(Schedule):
     shuffle_buffer: int  # samples in each loader worker's shuffle buffer
     compile: bool  # torch.compile the model
     log_every: int  # steps between host syncs (loss, lr, throughput to dvclive; NaN check)
+    method: Literal["mae", "fsfm"]  # the pretraining objective (FSFM: region-guided masking + self-distillation)
+    fsfm: FSFMConfig  # FSFM's two parts, each a switch (used when method is fsfm)
 
     def __post_init__(self):
+        check(self.method != "fsfm" or self.augment == "flip", "augment", self.augment,
+              "flip with method fsfm (the region maps follow a flip; FSFM pretrains without crops)")
         check(self.workers >= 0, "workers", self.workers, "an integer >= 0 (0 = load in the training process)")
         check(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, "an integer >= 1")
         check(self.log_every >= 1, "log_every", self.log_every, "an integer >= 1")
@@ -505,6 +519,29 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class FewshotConfig:
+    methods: tuple[str, ...]  # pretraining methods besides pretrain.method, each pretrained for the comparison
+    encoders: tuple[str, ...]  # encoders compared: random, pretrain.method, and methods
+    folds: tuple[int, ...]  # BP4D folds
+    budgets: tuple[int, ...]  # labelled training subjects per fold, 0 = all of them
+    finetune_epochs: int  # epochs of each short finetune (finetune's recipe otherwise)
+    probe_epochs: int  # epochs of each linear probe
+    seed: int  # which subjects each budget labels (the same for every encoder)
+
+    def __post_init__(self):
+        for i, m in enumerate(self.methods):
+            check(m in PRETRAIN_METHODS, f"methods.{i}", m, f"one of {', '.join(PRETRAIN_METHODS)}")
+        check(len(set(self.methods)) == len(self.methods), "methods", list(self.methods), "distinct methods")
+        check(bool(self.encoders) and len(set(self.encoders)) == len(self.encoders), "encoders", list(self.encoders),
+              "a non-empty list of distinct encoders")
+        check(bool(self.folds) and all(1 <= f <= 3 for f in self.folds), "folds", list(self.folds), "BP4D folds of 1-3")
+        check(bool(self.budgets) and all(b >= 0 for b in self.budgets), "budgets", list(self.budgets),
+              "a non-empty list of subject counts >= 1, or 0 for all")
+        check(self.finetune_epochs >= 1, "finetune_epochs", self.finetune_epochs, "an integer >= 1")
+        check(self.probe_epochs >= 1, "probe_epochs", self.probe_epochs, "an integer >= 1")
+
+
+@dataclass(frozen=True)
 class Params:
     synth: SynthConfig
     sources: SourcesConfig
@@ -517,9 +554,13 @@ class Params:
     iat: IATConfig
     evaluate: EvaluateConfig
     fer: FERConfig
+    fewshot: FewshotConfig
 
     def __post_init__(self):
         check_folds(self.iat.folds, self.finetune.datasets, "iat.folds")
+        known = ("random", self.pretrain.method, *self.fewshot.methods)
+        for i, e in enumerate(self.fewshot.encoders):
+            check(e in known, f"fewshot.encoders.{i}", e, f"one of {', '.join(known)} (random, pretrain.method, fewshot.methods)")
         check_folds(self.evaluate.probe_folds, self.finetune.datasets, "evaluate.probe_folds")
 
     def variant_folds(self, variant: str) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ from pathlib import Path
 MANIFEST = Path("data/face9m/manifest.parquet")  # scan
 FACE9M = Path("data/face9m")  # curate: shards/, rejects.parquet
 SHARDS = FACE9M / "shards"
+SHARD_REGIONS = FACE9M / "regions.json"  # per source: samples, and those with a region map (FSFM's masking)
 CURATION_METRICS = Path("metrics/curation.json")
 CURATION_SAMPLES = Path("reports/curation_samples.png")
 
@@ -14,6 +15,12 @@ PRETRAINED_DIR = Path("models/fmae")  # pretrain: checkpoint-last.pth, fmae.pth,
 PRETRAINED = PRETRAINED_DIR / "fmae.pth"
 PRETRAIN_LIVE = Path("dvclive/pretrain")
 PRETRAIN_METRICS = Path("metrics/pretrain.json")
+COMPARE_DIR = Path("models/compare")  # pretrain_compare@<method>: <method>/ as PRETRAINED_DIR (other pretraining methods)
+COMPARE_LIVE = Path("dvclive/pretrain_compare")
+FEWSHOT = Path("models/fewshot")  # fewshot@<encoder>-<fold>: <encoder>/fold<k>/metrics.json
+FEWSHOT_METRICS = Path("metrics/fewshot.json")  # fewshot_report
+FEWSHOT_PLOT = Path("plots/fewshot/auc_by_subjects.png")
+FEWSHOT_REPORT = Path("reports/fewshot.md")
 
 AU_CROPS = Path("data/au")  # prepare@<dataset>: <dataset>/index.parquet and shards
 AU_MODELS = Path("models/au")  # finetune*@<dataset>-<fold>: <variant>/<dataset>/fold<k>/

@@ -35,6 +35,7 @@ TINY_STAGES = {
     "fer.rafdb": {"root": "data/raw/fer/RAF-DB/basic", "images": "aligned", "epochs": 1, "warmup_epochs": 0, "batch_size": 4, "blr": 1.0e-3},
     "fer.affectnet": {"root": "data/raw/fer/AffectNet", "classes": 8, "epochs": 1, "warmup_epochs": 0, "batch_size": 4, "blr": 5.0e-4},
     "fer.workers": 0,
+    "fewshot.budgets": [1, 0], "fewshot.finetune_epochs": 1, "fewshot.probe_epochs": 5,  # fold 1 trains on 1 subject here
 }
 
 NAMES = ("celeba", "ffhq", "vggface2", "casia_webface", "megaface", "edface", "umdfaces", "laion_face")

@@ -70,7 +70,8 @@ def project(reproduced, tmp_path):
 def test_repro_twice_second_run_reruns_only_scan(reproduced, project):
     first = reproduced[1]
     for stage in ("synthesize", "scan", "curate", "pretrain", "prepare@bp4d", "finetune@bp4d-1", "finetune@bp4d-3",
-                  "finetune_fmae@bp4d-2", "finetune_random@bp4d-1", "evaluate", "prepare_fer@rafdb", "finetune_fer@affectnet", "evaluate_fer"):
+                  "finetune_fmae@bp4d-2", "finetune_random@bp4d-1", "evaluate", "prepare_fer@rafdb", "finetune_fer@affectnet", "evaluate_fer",
+                  "pretrain_compare@fsfm", "fewshot@random-1", "fewshot@mae-1", "fewshot@fsfm-1", "fewshot_report"):
         assert f"Running stage '{stage}'" in first
     assert (project / "data/raw/truth/world.json").is_file() and (project / "reports/synth_aus.png").is_file()
     assert list((project / "data/face9m/shards").glob("face9m-*.tar"))
@@ -106,6 +107,11 @@ def test_repro_twice_second_run_reruns_only_scan(reproduced, project):
                 assert entry[key] == pytest.approx(own[key], abs=1e-4), key
     assert "| Method | AU1 |" in (project / "reports/au.md").read_text()
     assert "rafdb.accuracy" in metrics and "affectnet.majority_accuracy" in metrics
+    assert "bp4d.fsfm.all.finetune.auc" in metrics and "bp4d.random.1.probe.f1" in metrics
+    assert "| fsfm | linear probe |" in (project / "reports/fewshot.md").read_text()
+    assert (project / "models/compare/fsfm/fmae.pth").is_file() and (project / "plots/fewshot/auc_by_subjects.png").is_file()
+    regions = json.loads((project / "data/face9m/regions.json").read_text())
+    assert regions and all(n["regions"] == n["samples"] > 0 for n in regions.values()), regions
     fer = (project / "reports/fer.md").read_text()
     assert "| Method | RAF-DB | AffectNet-8 |" in fer and "synthetic data" in fer
     _run([str(BIN / "dvc"), "plots", "show", "--out", "dvc_plots"], project)

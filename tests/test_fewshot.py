@@ -18,7 +18,8 @@ def test_budgets_are_nested_seeded_per_fold_and_the_same_on_every_call():
     assert set(got["2"]) <= set(got["5"]) <= set(got["10"]) <= set(got["all"]) == set(SUBJECTS)
     assert got == budget_subjects(list(reversed(SUBJECTS)), [2, 5, 10, "all"], seed=0, fold=1)  # order-free
     assert got["5"] != budget_subjects(SUBJECTS, [5], seed=0, fold=2)["5"]  # each fold draws its own
-    for bad in (0, 25, "half", True):
+    assert budget_subjects(SUBJECTS, [0], seed=0, fold=1) == {"all": got["all"]}  # params.yaml's 0: all subjects
+    for bad in (-1, 25, "half", True):
         with pytest.raises(ValueError, match="expected an integer from 1 to 24"):
             budget_subjects(SUBJECTS, [bad], seed=0, fold=1)
 

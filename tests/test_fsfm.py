@@ -128,7 +128,8 @@ def test_fsfm_trains_the_online_branch_and_moves_the_target_only_by_ema():
     imgs = torch.randn(4, 3, 64, 64)
     groups = patch_groups(torch.nn.functional.interpolate(face_map()[None, None].float(), size=64).long()[:, 0].expand(4, -1, -1), 16)
     noise, _, region = crfr_p(groups, 0.75, torch.Generator().manual_seed(0))
-    loss, parts = model(imgs, noise, region)
+    loss, parts, _ = model(imgs, noise, region)
+    parts = {k: float(v) for k, v in parts.items()}
     assert set(parts) == {"rec", "rec_region", "sim"} and -0.5 <= parts["sim"] <= 0.5
     assert loss.item() == pytest.approx(parts["rec"] + 0.007 * parts["rec_region"] + 0.1 * parts["sim"], rel=1e-5)
     target_before = [p.clone() for p in model.target.parameters()]
@@ -147,6 +148,7 @@ def test_fsfm_trains_the_online_branch_and_moves_the_target_only_by_ema():
 def test_fsfm_without_the_branch_is_the_mae_loss_plus_the_region_term():
     model = _tiny_fsfm(distill=False)
     imgs, noise = torch.randn(2, 3, 64, 64), torch.rand(2, 16)
-    loss, parts = model(imgs, noise, torch.zeros(2, 16, dtype=torch.bool))
+    loss, parts, _ = model(imgs, noise, torch.zeros(2, 16, dtype=torch.bool))
+    parts = {k: float(v) for k, v in parts.items()}
     mae_loss = model.mae(imgs, noise=noise)[0]
     assert set(parts) == {"rec", "rec_region"} and parts["rec_region"] == 0 and loss.item() == pytest.approx(mae_loss.item())

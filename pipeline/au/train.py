@@ -126,15 +126,18 @@ def fingerprint(params: Params, run: Run, data_dir: Path, lambda_: float, world_
 
 
 def finetune(params: Params, run: Run, data_dir: Path, live=None, resume: Path | None = None,
-             stop_after: int | None = None) -> dict | None:
+             stop_after: int | None = None, train_subjects: list[str] | None = None) -> dict | None:
     """Train one fold; return the selection record, the test probabilities and the model.
 
     ``resume``: the resumable container to continue from and to write after every epoch.
-    ``stop_after`` ends after that epoch (1-based) as if killed there, returning None (tests)."""
+    ``stop_after`` ends after that epoch (1-based) as if killed there, returning None (tests).
+    ``train_subjects``: label only these of the fold's training subjects (the few-shot budgets)."""
     cfg, ctx = params.finetune, distributed.setup()
     lambda_ = params.iat.lambda_ if run.variant == "iat" else 0.0
     index = pd.read_parquet(data_dir / "index.parquet")
     parts = fold_parts(index, run.dataset, run.fold, cfg.val_fraction, cfg.seed)
+    if train_subjects is not None:
+        parts["train"] = parts["train"][parts["train"].subject.isin(set(train_subjects))]
     for name, part in parts.items():
         if part.empty and (name != "val" or cfg.selection == "validation"):
             raise ValueError(f"{data_dir}: fold {run.fold} has no {name} frames (subjects present: {index.subject.nunique()})")

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 OUT = paths.FACE9M
 METRICS = paths.CURATION_METRICS
 SAMPLES = paths.CURATION_SAMPLES
+REGIONS = paths.SHARD_REGIONS.name
 CODE = stage_code.closure(__name__)  # the sources this stage can run (its dvc.yaml deps cover them)
 CHUNK = 1024  # most images per fingerprint task
 
@@ -211,7 +212,9 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
     rejects.to_parquet(out / "rejects.parquet", index=False)
     sizes = {st["shard"]: st["samples"] for st in stats}
     (out / "sizes.json").write_text(json.dumps(sizes, indent=1, sort_keys=True) + "\n")
-    metrics = _metrics(frame, rejects, pairs)
+    regions = region_counts(stats)
+    (out / REGIONS).write_text(json.dumps(regions, indent=1, sort_keys=True) + "\n")
+    metrics = _metrics(frame, rejects, pairs, regions)
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
     provenance.write(out / "provenance.json", "curate", params.to_dict(), CODE)
@@ -257,14 +260,26 @@ def _remove_stale(out: Path, names: set[str]) -> None:
                 path.unlink()
 
 
-def _metrics(frame: pd.DataFrame, rejects: pd.DataFrame, pairs: dict[str, int]) -> dict:
+def region_counts(stats: list[dict]) -> dict[str, dict[str, int]]:
+    """Per source: samples in the shards, and how many of them carry a region map."""
+    counts: dict[str, dict[str, int]] = {}
+    for st in stats:
+        for source, n in st["by_source"].items():
+            entry = counts.setdefault(source, {"samples": 0, "regions": 0})
+            entry["samples"] += n
+            entry["regions"] += st.get("regions_by_source", {}).get(source, 0)
+    return counts
+
+
+def _metrics(frame: pd.DataFrame, rejects: pd.DataFrame, pairs: dict[str, int], regions: dict | None = None) -> dict:
     per_source = {}
     reasons = sorted(set(rejects.reason))
     scanned = frame.source.value_counts()
     for source in pd.unique(frame.source):  # in manifest order
         dropped = rejects[rejects.source == source].reason.value_counts()
         per_source[source] = {"scanned": int(scanned[source]), "kept": int(scanned[source] - dropped.sum()),
-                              "dropped": {r: int(dropped.get(r, 0)) for r in reasons}}
+                              "dropped": {r: int(dropped.get(r, 0)) for r in reasons},
+                              "region_maps": int((regions or {}).get(source, {}).get("regions", 0))}
     total = {"scanned": int(len(frame)), "kept": int(len(frame) - len(rejects)), "dropped": int(len(rejects))}
     return {"total": total, "sources": per_source, "near_duplicate_pairs": pairs}
 

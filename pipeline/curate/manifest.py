@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 ROW_GROUP = 8192  # rows per Parquet row group of the manifest: a task reads whole groups
 PLANNING = ["key", "source", "size", "sig", "width", "height", "error"]  # what the driver decides from (keys as ranks)
 LOCATION = ["path", "member"]  # where a row's bytes are
-FILLS = {"member": "", "identity": "", "error": ""}  # NULLs of older manifests
+FILLS = {"member": "", "identity": "", "error": "", "regions": "", "regions_sig": ""}  # NULLs of older manifests
 
 
 def read_planning(path: Path) -> pd.DataFrame:

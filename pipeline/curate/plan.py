@@ -24,7 +24,7 @@ from ..config import CurateConfig
 
 FORMAT_VERSION = 3  # bump when the bytes written for the same plan change
 REJECT_COLUMNS = ["key", "source", "path", "member", "reason", "detail", "duplicate_of"]
-WRITER_COLUMNS = ["path", "member", "size", "sig", "crop_x", "crop_y", "crop_w", "crop_h", "identity"]
+WRITER_COLUMNS = ["path", "member", "size", "sig", "crop_x", "crop_y", "crop_w", "crop_h", "identity", "regions", "regions_sig"]
 PLAN_ROWS_IN_MEMORY = 1_000_000  # rows of writer columns the driver holds at once while writing the plan
 
 Lookup = Callable[[np.ndarray, list], pd.DataFrame]  # (rows, columns) -> those rows' columns, in that order
@@ -145,7 +145,8 @@ def plan_shards(kept: pd.DataFrame, cfg: CurateConfig) -> pd.DataFrame:
 
 def shard_fingerprint(rows: pd.DataFrame, cfg: CurateConfig) -> str:
     """Hash of everything that determines a shard's bytes: its inputs and the output settings."""
-    cols = ["key", "path", "member", "size", "sig", "crop_x", "crop_y", "crop_w", "crop_h", "source", "identity"]
+    cols = ["key", "path", "member", "size", "sig", "crop_x", "crop_y", "crop_w", "crop_h", "source", "identity",
+            "regions", "regions_sig"]
     payload = {"rows": rows[cols].astype(str).values.tolist(), "image_size": cfg.image_size,
                "jpeg_quality": cfg.jpeg_quality, "format": FORMAT_VERSION}
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()

@@ -5,7 +5,8 @@ them into one file, ``data/face9m/manifest.parquet``, whose bytes change only wh
 sources do, so ``curate`` re-runs only then. Columns: key, source, path, member, size, sig (content
 signature: size + first and last 4 KiB, not the mtime, so a checkout or copy changes nothing),
 width, height, identity, crop_x/y/w/h (NaN without a crop), error (header unreadable: empty,
-not_an_image, corrupt).
+not_an_image, corrupt), regions and regions_sig (the image's region map and a hash of its bytes, ""
+without one: where ``sources.<name>.regions`` is set, :mod:`pipeline.region_maps`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from .. import paths
+from .. import paths, region_maps
 from ..config import MissingInput, Params, require_dir
 from .manifest import ROW_GROUP
 from .sources import source_jobs
@@ -29,7 +30,7 @@ from .sources import source_jobs
 log = logging.getLogger(__name__)
 MANIFEST = paths.MANIFEST
 COLUMNS = ["key", "source", "path", "member", "size", "sig", "width", "height", "identity",
-           "crop_x", "crop_y", "crop_w", "crop_h", "error"]
+           "crop_x", "crop_y", "crop_w", "crop_h", "error", "regions", "regions_sig"]
 
 
 BATCH = 256  # header reads per task: the pool's per-task overhead is paid once per batch
@@ -46,6 +47,8 @@ def scan_blocks(params: Params, block: int = ROW_GROUP) -> Iterator[pd.DataFrame
         raise ValueError("params.yaml: sources: no source is enabled (set sources.<name>.enabled: true)")
     for name, src in enabled.items():  # every root checked before any work
         require_dir(src.root, f"sources.{name}.root")
+        if src.regions:
+            require_dir(src.regions, f"sources.{name}.regions")
     workers = params.sources.scan_workers or os.cpu_count() or 1
     pending: list[tuple] = []
     with contextlib.ExitStack() as stack, tqdm(desc="scan", unit="img", mininterval=1.0) as bar:
@@ -56,6 +59,7 @@ def scan_blocks(params: Params, block: int = ROW_GROUP) -> Iterator[pd.DataFrame
                 for rows in _run(pool, source_jobs(name, src.root)):
                     if src.max_images:
                         rows = rows[:src.max_images - count]
+                    rows = _with_regions(rows, src.root, src.regions)
                     pending += rows
                     count += len(rows)
                     bar.update(len(rows))
@@ -95,6 +99,17 @@ def _rows(jobs: list) -> list[tuple]:
             crop = rec.crop or (float("nan"),) * 4
             out.append((rec.key, rec.source, rec.path, rec.member, rec.size, rec.sig, rec.width, rec.height,
                         rec.identity, *crop, rec.error))
+    return out
+
+
+def _with_regions(rows: list[tuple], root: str, regions: str) -> list[tuple]:
+    """Each row with its region map's path and signature appended ("", "" without one)."""
+    if not regions:
+        return [(*row, "", "") for row in rows]
+    out = []
+    for row in rows:
+        rel = Path(row[2]).relative_to(root).as_posix() + (f":{row[3]}" if row[3] else "")
+        out.append((*row, *region_maps.find(regions, rel)))
     return out
 
 

@@ -29,8 +29,11 @@ from pathlib import Path
 
 import webdataset as wds
 
+import cv2
+
+from .. import region_maps
 from ..config import OutputError
-from .images import Rejected, encode_jpeg, load_face_bgr
+from .images import Rejected, encode_jpeg, load_face_bgr, probe
 
 TAR_MTIME = 0  # fixed member mtime: no wall-clock in the bytes
 READ_ERRORS = (OSError, KeyError, tarfile.TarError)  # a file or tar member gone, or unreadable
@@ -66,7 +69,7 @@ class ShardSpec:
         import pyarrow.parquet as pq
 
         table = pq.ParquetFile(self.plan).read_row_group(self.row_group)
-        return table.to_pandas().fillna({"member": "", "identity": ""}).to_dict("records")
+        return table.to_pandas().fillna({"member": "", "identity": "", "regions": ""}).to_dict("records")
 
 
 def file_sha256(path: Path) -> str:
@@ -139,6 +142,23 @@ def _crop(row: dict):
     return None
 
 
+def region_png(row: dict, data: bytes, size: int) -> bytes:
+    """The row's region map cut and resized as its image is (nearest neighbour: labels stay labels), as PNG."""
+    header = probe(data)
+    try:
+        labels = region_maps.read(row["regions"], (header.height, header.width))
+    except region_maps.RegionMapError as err:
+        raise Rejected("bad_region_map", str(err)) from None
+    crop = _crop(row)
+    if crop:
+        x0, y0 = max(0, round(crop[0])), max(0, round(crop[1]))
+        labels = labels[y0:max(y0 + 1, round(crop[1] + crop[3])), x0:max(x0 + 1, round(crop[0] + crop[2]))]
+    ok, buf = cv2.imencode(".png", cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST))
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a PNG")
+    return buf.tobytes()
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
@@ -168,7 +188,7 @@ def write_shard(spec: ShardSpec) -> dict:
     tmp = final.with_name(final.name + ".tmp")
     reader = RawReader()
     rows = spec.members()
-    rejected, by_source = [], {}
+    rejected, by_source, with_regions = [], {}, {}
     sink = None
 
     @contextlib.contextmanager
@@ -198,19 +218,28 @@ def write_shard(spec: ShardSpec) -> dict:
                 continue
             try:
                 bgr = load_face_bgr(data, spec.image_size, _crop(row))
+                regions = region_png(row, data, spec.image_size) if row.get("regions") else None
             except Rejected as rej:
                 rejected.append({"key": row["key"], "reason": rej.reason, "detail": rej.detail[:200]})
                 continue
+            except OSError as err:  # the map was deleted or made unreadable since the scan
+                rejected.append({"key": row["key"], "reason": "unreadable", "detail": f"region map since the scan: {err}"[:200]})
+                continue
             meta = {"source": row["source"], "identity": row["identity"], "path": row["path"], "member": row["member"]}
+            sample = {"__key__": row["key"], "jpg": encode_jpeg(bgr, spec.jpeg_quality),
+                      "json": json.dumps(meta, sort_keys=True).encode()}
+            if regions is not None:
+                sample["regions.png"] = regions
+                with_regions[row["source"]] = with_regions.get(row["source"], 0) + 1
             with output():
-                sink.write({"__key__": row["key"], "jpg": encode_jpeg(bgr, spec.jpeg_quality),
-                            "json": json.dumps(meta, sort_keys=True).encode()})
+                sink.write(sample)
             by_source[row["source"]] = by_source.get(row["source"], 0) + 1
         with output():
             sink.close()
             os.replace(tmp, final)
             stats = {"shard": final.name, "fingerprint": spec.fingerprint, "planned": len(rows),
                      "samples": sum(by_source.values()), "by_source": dict(sorted(by_source.items())),
+                     "regions_by_source": dict(sorted(with_regions.items())),
                      "rejected": rejected, "bytes": final.stat().st_size, "sha256": file_sha256(final)}
             _atomic_write(stats_dir / f"{spec.name}.json", (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
         st = final.stat()

@@ -61,7 +61,8 @@ class _Branch(nn.Module):
 
 
 class FSFM(nn.Module):
-    """``model(imgs, noise, region) -> (loss, parts)``; ``distill`` False leaves out the self-distillation branch."""
+    """``model(imgs, noise, region) -> (loss, parts, mask)``; ``distill`` False leaves out the self-distillation
+    branch. ``parts`` holds each term as a detached device tensor (no host sync)."""
 
     def __init__(self, mae: MaskedAutoencoder, distill: bool = True, rep_depth: int = 2, hidden: int = 4096, out: int = 256):
         super().__init__()
@@ -71,7 +72,12 @@ class FSFM(nn.Module):
             self.predictor = Projector(out, hidden, out)
             self.target = copy.deepcopy(self.online).requires_grad_(False)
 
-    def forward(self, imgs: torch.Tensor, noise: torch.Tensor, region: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def no_weight_decay(self) -> set[str]:
+        """The MAE's exclusions under this module's names, and the rep decoder's mask token."""
+        keep = {f"mae.{name}" for name in self.mae.no_weight_decay()}
+        return keep | ({"online.rep_mask_token", "online.cls_token", "online.pos_embed"} if self.distill else set())
+
+    def forward(self, imgs: torch.Tensor, noise: torch.Tensor, region: torch.Tensor):
         """``noise`` and ``region`` from :func:`pipeline.fsfm.masking.crfr_p` (random noise and an empty
         region: the plain MAE objective, plus the branch)."""
         latent, mask, ids_restore = self.mae.forward_encoder(imgs, self.mae.mask_ratio, noise)
@@ -88,8 +94,7 @@ class FSFM(nn.Module):
             sim = similarity_loss(online, target)
         loss = total_loss(rec, rec_region, sim)
         terms = {"rec": rec, "rec_region": rec_region} | ({"sim": sim} if sim is not None else {})
-        parts = {k: float(v.detach()) for k, v in terms.items()}
-        return loss, parts
+        return loss, {k: v.detach() for k, v in terms.items()}, mask
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-LAPA = {"background": 0, "skin": 1, "left_brow": 2, "right_brow": 3, "left_eye": 4, "right_eye": 5, "nose": 6,
-        "upper_lip": 7, "inner_mouth": 8, "lower_lip": 9, "hair": 10}
+from ..region_maps import LAPA
+
 GROUPS = ("brows", "eyes", "nose", "mouth", "boundary", "hair", "skin", "background")
 FACIAL = GROUPS[:6]  # the groups CRFR-P draws the fully masked region from
 _LABELS = {"brows": (2, 3), "eyes": (4, 5), "nose": (6,), "mouth": (7, 8, 9), "hair": (10,), "skin": (1,),

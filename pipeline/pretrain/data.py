@@ -2,6 +2,8 @@
 
 Augmentation is FMAE's (resize to the model's input + horizontal flip); ``rrc`` adds MAE's
 RandomResizedCrop(scale 0.2-1) instead of the plain resize. Images stay uint8 until the device.
+FSFM's batches (:class:`FSFMSample`) also carry each image's masking noise and drawn facial region,
+made in the loader workers from the sample's region map (flipped with the image).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import cv2
+import numpy as np
 import torch
 import webdataset as wds
 
@@ -38,6 +42,47 @@ class FaceAugment:
         return self._rrc(img) if self._rrc is not None else img
 
 
+class FSFMSample:
+    """A shard sample -> (uint8 image ``[3, size, size]``, masking noise ``[L]``, drawn region ``[L]`` bool).
+
+    ``masking`` ``regions``: CRFR-P on the sample's region map (``regions.png``, resized with the image,
+    flipped with it); ``random``: the MAE's uniform noise and no region."""
+
+    def __init__(self, size: int, patch: int, ratio: float, masking: str, seed: int, epoch: int):
+        self.size, self.patch, self.ratio, self.masking = size, patch, ratio, masking
+        self.seed, self.epoch = seed, epoch
+        self._rng: torch.Generator | None = None
+        self._flip = None
+
+    def __call__(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from ..fsfm.masking import crfr_p
+        from ..fsfm.regions import patch_groups
+
+        if self._rng is None:  # in the worker process: a stream of its own
+            self._flip = worker_rng(self.seed, self.epoch, salt=1)
+            self._rng = torch.Generator().manual_seed(self._flip.getrandbits(62))
+        rgb = decode_rgb(_jpg(sample), self.size)
+        flip = self._flip.random() < 0.5
+        length = (self.size // self.patch) ** 2
+        if self.masking == "random":
+            img = to_chw(rgb[:, ::-1] if flip else rgb)
+            return img, torch.rand(length, generator=self._rng), torch.zeros(length, dtype=torch.bool)
+        if "regions.png" not in sample:
+            raise KeyError(f"{sample.get('__url__')}: sample {sample.get('__key__')} has no region map (regions.png); "
+                           "pretrain.fsfm.masking: random pretrains without maps")
+        labels = cv2.imdecode(np.frombuffer(sample["regions.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        if labels.shape != (self.size, self.size):
+            labels = cv2.resize(labels, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+        if flip:
+            rgb, labels = rgb[:, ::-1], labels[:, ::-1]
+        noise, _, region = crfr_p(patch_groups(torch.from_numpy(labels.copy())[None], self.patch), self.ratio, self._rng)
+        return to_chw(rgb), noise[0], region[0]
+
+
+def _stack_parts(samples: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.stack(part) for part in zip(*samples))
+
+
 def _jpg(sample: dict) -> bytes:
     if "jpg" not in sample:
         raise KeyError(f"{sample.get('__url__')}: sample {sample.get('__key__')} has no .jpg member")
@@ -54,16 +99,19 @@ def steps_per_epoch(shards: ShardSet, batch_size: int, world_size: int) -> int:
 
 
 def epoch_loader(shards: ShardSet, *, epoch: int, seed: int, batch_size: int, image_size: int, workers: int,
-                 shuffle_buffer: int, augment: str, steps: int, pin_memory: bool = False) -> wds.WebLoader:
-    """Exactly ``steps`` batches of ``batch_size`` uint8 images for this process and ``epoch``."""
+                 shuffle_buffer: int, augment: str, steps: int, pin_memory: bool = False,
+                 fsfm: FSFMSample | None = None) -> wds.WebLoader:
+    """Exactly ``steps`` batches of ``batch_size`` uint8 images for this process and ``epoch`` (with
+    ``fsfm``: batches of (images, noise, regions) made by it)."""
     per_worker = math.ceil(steps / max(1, workers))
+    stages = [wds.map(fsfm), wds.batched(batch_size, collation_fn=_stack_parts, partial=False)] if fsfm else [
+        wds.map(_jpg), wds.map(FaceAugment(image_size, augment, seed, epoch)),
+        wds.batched(batch_size, collation_fn=_stack, partial=False)]
     pipeline = wds.DataPipeline(
         partial(epoch_shard_stream, shards.urls(), seed, epoch),
         wds.tarfile_to_samples(),
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=_LazyRng(seed, epoch)),
-        wds.map(_jpg),
-        wds.map(FaceAugment(image_size, augment, seed, epoch)),
-        wds.batched(batch_size, collation_fn=_stack, partial=False),
+        *stages,
     ).with_epoch(per_worker)
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                            persistent_workers=False, prefetch_factor=4 if workers else None)

@@ -23,13 +23,13 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..distributed import autocast
-from ..config import Params
+from ..config import Params, PretrainConfig
 from ..data.images import normalize
 from ..data.shards import ShardSet, check_workers, seed_for
 from ..models import checkpoint
 from ..models.mae import MaskedAutoencoder, build_mae
 from ..optim import adamw, peak_flops, scaled_lr, train_flops_per_image, warmup_cosine
-from .data import epoch_loader, steps_per_epoch
+from .data import FSFMSample, epoch_loader, steps_per_epoch
 from .recon import fixed_samples, reconstruction_grid
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class Meter:
 
     loss: torch.Tensor
     trivial: torch.Tensor  # the per-patch-mean baseline on the same batches and masks
+    terms: dict = field(default_factory=dict)  # FSFM: each loss term's device-side sum (rec, rec_region, sim)
     steps: int = 0
     images: int = 0
     wait: float = 0.0
@@ -57,13 +58,14 @@ class Meter:
         return cls(torch.zeros((), device=device), torch.zeros((), device=device))
 
 
-def fingerprint(params: Params, shards: ShardSet, world_size: int) -> str:
+def fingerprint(params: Params, shards: ShardSet, world_size: int, cfg: PretrainConfig | None = None) -> str:
     """What a checkpoint must share with this run to be resumed from (not logging or compile).
 
     The shards enter by name, sample count and byte size: re-curated shards of other images
     (a changed world or filter) differ in bytes even when their counts match; hashing every
     tar's content would cost a full read of Face9M per start."""
-    cfg = {k: v for k, v in params.to_dict()["pretrain"].items() if k not in ("save_every", "log_every", "compile")}
+    plain = {**params.to_dict()["pretrain"], **({"method": cfg.method} if cfg else {})}
+    cfg = {k: v for k, v in plain.items() if k not in ("save_every", "log_every", "compile")}
     files = {name: [count, (shards.folder / name).stat().st_size] for name, count in zip(shards.shards, shards.sizes)}
     blob = json.dumps([params.model.name, params.model.img_size, cfg, files, world_size], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -77,55 +79,73 @@ def init_from(model: MaskedAutoencoder, path: str) -> None:
         raise checkpoint.CheckpointError(f"{path}: no tensor fits {model.encoder_name}; is it a ViT MAE checkpoint?")
 
 
-def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_after: int | None = None) -> dict:
+def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_after: int | None = None,
+             cfg: PretrainConfig | None = None) -> dict:
     """Train, checkpoint and log; return the final metrics. ``stop_after`` ends after that epoch
-    (1-based) as if the run had been killed there (used to test resuming)."""
-    cfg = params.pretrain
+    (1-based) as if the run had been killed there (used to test resuming). ``cfg``: the pretraining
+    settings when not ``params.pretrain`` (another method, for ``pretrain_compare``)."""
+    cfg = cfg or params.pretrain
     ctx = distributed.setup()
     check_workers(shards, cfg.workers, ctx.world_size, "pretrain.workers")
     torch.manual_seed(cfg.seed)
     model = build_mae(params.model, cfg).to(ctx.device)
     if cfg.init:
         init_from(model, cfg.init)
+    trainee: torch.nn.Module = model  # what is optimised: the MAE, or FSFM around it (its encoder is the MAE's)
+    if cfg.method == "fsfm":
+        from ..fsfm.distill import momentum
+        from ..fsfm.model import FSFM
+
+        trainee = FSFM(model, distill=cfg.fsfm.distill).to(ctx.device)
 
     micro = steps_per_epoch(shards, cfg.batch_size, ctx.world_size)
     updates = max(1, micro // cfg.accum_steps)
     micro = updates * cfg.accum_steps
     eff_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
-    opt = adamw(model, scaled_lr(cfg.blr, eff_batch), cfg.weight_decay, (0.9, 0.95), device=ctx.device)
+    opt = adamw(trainee, scaled_lr(cfg.blr, eff_batch), cfg.weight_decay, (0.9, 0.95), device=ctx.device)
     sched = warmup_cosine(opt, updates * cfg.epochs, updates * cfg.warmup_epochs)
 
-    fp = fingerprint(params, shards, ctx.world_size)
-    start_epoch, summary = _resume(out_dir / LAST, fp, model, opt)
+    fp = fingerprint(params, shards, ctx.world_size, cfg)
+    start_epoch, summary = _resume(out_dir / LAST, fp, trainee, opt)
     flops = train_flops_per_image(model, torch.randn(2, 3, *model.patch_embed.img_size, device=ctx.device))
     peak = peak_flops(ctx.device)
     samples = fixed_samples(shards.urls()[0], 8, model.patch_embed.img_size[0]) if ctx.is_main else None
 
-    net: torch.nn.Module = model
+    net: torch.nn.Module = trainee
     if ctx.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(trainee, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
 
     if start_epoch >= cfg.epochs and ctx.is_main:
         log.info("%s already holds all %d epochs of these settings", out_dir / LAST, cfg.epochs)
-        _save(out_dir, model, opt, cfg.epochs - 1, params, fp, summary, final=True)
+        _save(out_dir, trainee, model, opt, cfg.epochs - 1, params, fp, summary, final=True)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(seed_for(cfg.seed, epoch, ctx.rank))
         loader = epoch_loader(shards, epoch=epoch, seed=cfg.seed, batch_size=cfg.batch_size,
                               image_size=model.patch_embed.img_size[0], workers=cfg.workers,
                               shuffle_buffer=cfg.shuffle_buffer, augment=cfg.augment, steps=micro,
-                              pin_memory=ctx.device.type == "cuda")
+                              pin_memory=ctx.device.type == "cuda",
+                              fsfm=FSFMSample(model.patch_embed.img_size[0], model.patch_embed.patch_size[0], cfg.mask_ratio,
+                                              cfg.fsfm.masking, cfg.seed, epoch) if cfg.method == "fsfm" else None)
         epoch_meter, meter = Meter.on(ctx.device), Meter.on(ctx.device)
         bar = tqdm(total=updates, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", disable=not ctx.is_main,
                    mininterval=5)
         tick = time.perf_counter()
         for i, batch in enumerate(loader):
             meter.wait += time.perf_counter() - tick
-            x = normalize(batch, ctx.device)
             boundary = (i + 1) % cfg.accum_steps == 0
-            with distributed.no_sync(net, not boundary), autocast(ctx.device):
-                loss, _, mask = net(x)
+            if cfg.method == "fsfm":
+                x = normalize(batch[0], ctx.device)
+                noise, region = (t.to(ctx.device, non_blocking=True) for t in batch[1:])
+                with distributed.no_sync(net, not boundary), autocast(ctx.device):
+                    loss, terms, mask = net(x, noise, region)
+                for name, value in terms.items():
+                    meter.terms[name] = meter.terms.get(name, 0.0) + value.float()
+            else:
+                x = normalize(batch, ctx.device)
+                with distributed.no_sync(net, not boundary), autocast(ctx.device):
+                    loss, _, mask = net(x)
             (loss / cfg.accum_steps).backward()
             meter.loss += loss.detach()
             with torch.no_grad():
@@ -137,6 +157,8 @@ def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_af
                 sched.step_update(update - 1)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                if cfg.method == "fsfm":
+                    trainee.update_target(momentum(update, updates * cfg.epochs))
                 bar.update()
                 if update % cfg.log_every == 0:
                     row = _sync(meter, ctx, flops, peak)
@@ -153,7 +175,7 @@ def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_af
         last = epoch + 1 == cfg.epochs or epoch + 1 == stop_after
         if ctx.is_main:
             if (epoch + 1) % cfg.save_every == 0 or last:
-                _save(out_dir, model, opt, epoch, params, fp, summary, final=epoch + 1 == cfg.epochs)
+                _save(out_dir, trainee, model, opt, epoch, params, fp, summary, final=epoch + 1 == cfg.epochs)
             _log(live, (epoch + 1) * updates, {k: v for k, v in summary.items() if k != "epoch"}, "epoch/")
             if live is not None:
                 live.log_image(f"recon/epoch_{epoch + 1:03d}.png", reconstruction_grid(model, samples, cfg.seed))
@@ -174,20 +196,22 @@ def _resume(path: Path, fp: str, model: torch.nn.Module, opt: torch.optim.Optimi
     return ckpt["epoch"] + 1, ckpt.get("summary", {})
 
 
-def _save(out_dir: Path, model: MaskedAutoencoder, opt, epoch: int, params: Params, fp: str, summary: dict,
-          final: bool) -> None:
-    """The resumable container (``scaler`` is None: bf16 needs no loss scaling) and, at the end,
-    the shareable weights: full MAE keys (encoder + decoder), no optimiser state."""
-    state = model.state_dict()
-    checkpoint.save_atomic({"model": state, "optimizer": opt.state_dict(), "epoch": epoch, "scaler": None,
+def _save(out_dir: Path, trainee: torch.nn.Module, model: MaskedAutoencoder, opt, epoch: int, params: Params, fp: str,
+          summary: dict, final: bool) -> None:
+    """The resumable container of what is trained (FSFM: with its EMA target; ``scaler`` is None: bf16
+    needs no loss scaling) and, at the end, the shareable weights: full MAE keys (encoder + decoder),
+    no optimiser state, whichever the method."""
+    checkpoint.save_atomic({"model": trainee.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "scaler": None,
                             "params": params.to_dict(), "fingerprint": fp, "summary": summary}, out_dir / LAST)
     if final:
-        checkpoint.save_atomic({"model": state, "epoch": epoch, "params": params.to_dict()}, out_dir / FINAL)
+        checkpoint.save_atomic({"model": model.state_dict(), "epoch": epoch, "params": params.to_dict()}, out_dir / FINAL)
 
 
 def _merge(total: Meter, part: Meter) -> None:
     total.loss += part.loss
     total.trivial += part.trivial
+    for name, value in part.terms.items():
+        total.terms[name] = total.terms.get(name, 0.0) + value
     total.steps += part.steps
     total.images += part.images
     total.wait += part.wait
@@ -195,13 +219,16 @@ def _merge(total: Meter, part: Meter) -> None:
 
 def _sync(meter: Meter, ctx: distributed.Context, flops: float, peak: float | None) -> dict:
     """The one host sync of a logging span: mean loss over processes, throughput, NaN check."""
-    loss, trivial = distributed.all_reduce_mean(torch.stack([meter.loss, meter.trivial]) / max(meter.steps, 1)).tolist()
+    names = sorted(meter.terms)
+    loss, trivial, *terms = distributed.all_reduce_mean(
+        torch.stack([meter.loss, meter.trivial, *(meter.terms[n] for n in names)]) / max(meter.steps, 1)).tolist()
     if not math.isfinite(loss):
         raise TrainingDiverged(f"pretraining loss is {loss} after {meter.steps} steps of this span; stopping. "
                                "The last good checkpoint is kept; lower pretrain.blr or check the input shards.")
     seconds = max(time.perf_counter() - meter.start, 1e-9)
     row = {"loss": loss, "trivial_loss": trivial, "loss_over_trivial": loss / trivial if trivial > 0 else float("nan"),
-           "images_per_s": meter.images / seconds, "data_wait_fraction": min(1.0, meter.wait / seconds)}
+           "images_per_s": meter.images / seconds, "data_wait_fraction": min(1.0, meter.wait / seconds),
+           **{f"loss_{n}": v for n, v in zip(names, terms)}}
     if peak:
         row["mfu"] = flops * meter.images / seconds / (peak * ctx.world_size)
     return row

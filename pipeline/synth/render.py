@@ -416,3 +416,57 @@ def _draw_hair_front(cv: _Canvas, p: Identity) -> None:
         for ang in np.linspace(np.pi * 1.05, np.pi * 1.95, 9):
             cx, cy = 0.5 + (p.face_w + 0.02) * np.cos(ang), 0.45 + (0.45 - p.head_top + 0.03) * np.sin(ang)
             cv.fill(_ellipse(cx, cy, 0.05, 0.045), _shade(p.hair_colour, 1.15), 0.0)
+
+
+# ------------------------------------------------------------------------------ region maps
+# The LaPa label set (as pipeline.fsfm.regions.LAPA): 0 background, 1 skin, 2/3 brows, 4/5 eyes,
+# 6 nose, 7 upper lip, 8 inner mouth, 9 lower lip, 10 hair. Neck, ears and clothes are background,
+# beards and moustaches hair, glasses not a class (the eyes behind them keep their label), as in LaPa.
+class _Labels(_Canvas):
+    """A canvas that paints labels: hard edges (no anti-aliasing, no blending), one channel; while
+    ``label`` is set, every fill paints it (the face's own drawing code then paints a region)."""
+
+    label: int | None = None
+
+    def fill(self, pts, colour, depth=0.0, alpha=1.0):
+        cv2.fillPoly(self.img, [self.px(pts, depth)], self.label if self.label is not None else int(colour),
+                     cv2.LINE_8, _SHIFT)
+
+
+def render_regions(shape: tuple[int, int], p: Identity, aus: Mapping[int, float] | np.ndarray, pose: Pose,
+                   unilateral: frozenset[int] | set[int] = frozenset()) -> np.ndarray:
+    """The exact LaPa label map (uint8, ``shape`` = (height, width)) of the face :func:`render_face` draws
+    with the same arguments: every region from the same geometry, so it follows pose and expression."""
+    a, uni = _intensities(aus), frozenset(unilateral)
+    labels = _Labels(np.zeros(shape, np.uint8), pose)
+    drop = 0.18 * a[26]
+    if p.hair_style == "long":
+        labels.fill(np.concatenate([_ellipse(0.5, 0.45, p.face_w + 0.09, 0.62, a0=np.pi, a1=2 * np.pi),
+                                    [[0.5 + p.face_w + 0.12, 1.3], [0.5 - p.face_w - 0.12, 1.3]]]), 10, -0.1)
+    labels.fill([[0.37, 0.8], [0.63, 0.8], [0.66, 1.35], [0.34, 1.35]], 0, -0.05)  # the neck, in front of long hair
+    for s in (-1, 1):  # ears: skin
+        labels.fill(_ellipse(0.5 + s * p.face_w, p.eye_y + 0.06, 0.035, 0.075), 1, -0.05)
+    labels.fill(_head_outline(p, drop), 1)
+    labels.label = 10
+    _draw_beard(labels, p, drop)
+    labels.label = None
+    for side, s in ((4, -1), (5, 1)):
+        _, _, upper, lower = _lids(p, a, s)
+        labels.fill(np.concatenate([upper, lower[::-1]]), side, 0.1)
+    u = np.linspace(0, 1, 9)
+    for side, s in ((2, -1), (3, 1)):  # the brow strokes of _draw_brows
+        x = 0.5 + s * (0.045 + u * (p.eye_sep + 1.15 * p.eye_w - 0.045)) - s * 0.04 * a[4] * (1 - u) ** 0.7
+        y = (p.eye_y - p.brow_gap - p.brow_arch * np.sin(np.pi * u * 0.9) + 0.012 * u**2
+             - 0.10 * a[1] * (1 - u) ** 1.2 - 0.10 * a[2] * u**1.2 + 0.06 * a[4] * (1 - 0.4 * u))
+        labels.fill(_stroke_polygon(np.stack([x, y], 1), p.brow_thick * (1 - 0.45 * u)), side, 0.12)
+    ny, lift = p.eye_y + p.nose_len, 0.035 * a[9]
+    labels.fill([[0.5 - 0.035, p.eye_y + 0.01], [0.5 + 0.035, p.eye_y + 0.01], [0.5 + p.nose_w * 0.95, ny - lift],
+                 [0.5 + p.nose_w * 0.6, ny + 0.012 - lift], [0.5 - p.nose_w * 0.6, ny + 0.012 - lift],
+                 [0.5 - p.nose_w * 0.95, ny - lift]], 6, 0.2)
+    _, _, up_top, up_bot, lo_top, lo_bot = _mouth_curves(p, a, drop, uni)
+    labels.fill(np.concatenate([up_bot, lo_top[::-1]]), 8, 0.15)
+    labels.fill(np.concatenate([up_top, up_bot[::-1]]), 7, 0.15)
+    labels.fill(np.concatenate([lo_top, lo_bot[::-1]]), 9, 0.15)
+    labels.label = 10
+    _draw_hair_front(labels, p)
+    return labels.img

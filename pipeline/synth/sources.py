@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 
 from ..config import SynthConfig, SynthSource
+from ..region_maps import regions_path
 from .expression import random_expression
 from .flaws import EXPECT, JPEG_FLAWS, PNG_FLAWS, encode, encode_flawed
 from .identity import Identity, sample_identity
 from .look import apply_look, paint_background, sample_look
-from .render import Pose, render_face
+from .render import Pose, render_face, render_regions
 from .seeding import rng_for
 
 # Per source: file format, whether images are face crops (aligned = little pose jitter), and
@@ -90,8 +91,19 @@ def _canvas(name: str, cfg: SynthConfig, flaw: str, rng: np.random.Generator) ->
     return w, h
 
 
-def make_image(cfg: SynthConfig, name: str, item: Item) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Render one source image (BGR) and its face box (x, y, w, h) in pixels."""
+@dataclass(frozen=True)
+class Scene:
+    """What one source image shows, drawn from its seed: everything but the pixels."""
+
+    rng: np.random.Generator  # the image's generator, at the point the look is drawn from it
+    person: Identity
+    pose: Pose
+    aus: dict
+    shape: tuple[int, int]  # (height, width)
+    background: tuple
+
+
+def scene(cfg: SynthConfig, name: str, item: Item) -> Scene:
     rng = rng_for(cfg.seed, "source", name, item.index)
     person = identity_for(cfg.seed, item.identity)
     w, h = _canvas(name, cfg, item.flaw, rng)
@@ -105,12 +117,25 @@ def make_image(cfg: SynthConfig, name: str, item: Item) -> tuple[np.ndarray, tup
         cy = h * (0.56 if name == "celeba" else 0.53) + rng.normal(0, jitter) * h
     roll, yaw = (rng.normal(0, 1.5), rng.normal(0, 3)) if name in ALIGNED else (rng.normal(0, 5), rng.normal(0, 8))
     pose = Pose(cx, cy, size, roll, yaw)
-    img = np.empty((h, w, 3), np.uint8)
     bg = tuple(tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in col) for col in person.background)
-    paint_background(img, bg, person.background_stripes)
-    render_face(img, person, random_expression(rng), pose)
-    img = apply_look(img, sample_look(rng, 0.6 if name in ALIGNED else 1.0), rng)
-    return img, pose.box()
+    return Scene(rng, person, pose, random_expression(rng), (h, w), bg)
+
+
+def make_image(cfg: SynthConfig, name: str, item: Item) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Render one source image (BGR) and its face box (x, y, w, h) in pixels."""
+    sc = scene(cfg, name, item)
+    img = np.empty((*sc.shape, 3), np.uint8)
+    paint_background(img, sc.background, sc.person.background_stripes)
+    render_face(img, sc.person, sc.aus, sc.pose)
+    img = apply_look(img, sample_look(sc.rng, 0.6 if name in ALIGNED else 1.0), sc.rng)
+    return img, sc.pose.box()
+
+
+def region_map(cfg: SynthConfig, name: str, item: Item) -> np.ndarray:
+    """The exact LaPa label map (uint8, the image's size) of :func:`make_image`'s face; the look changes
+    colours only, so the map follows from the scene alone."""
+    sc = scene(cfg, name, item)
+    return render_regions(sc.shape, sc.person, sc.aus, sc.pose)
 
 
 def image_bytes(cfg: SynthConfig, name: str, item: Item) -> tuple[bytes, str, np.ndarray, tuple]:
@@ -126,25 +151,28 @@ def image_bytes(cfg: SynthConfig, name: str, item: Item) -> tuple[bytes, str, np
 class SourceWriter:
     """Writes one source's files and collects its truth rows (one per file written)."""
 
-    def __init__(self, cfg: SynthConfig, name: str, root: Path):
-        self.cfg, self.name, self.root = cfg, name, root
+    def __init__(self, cfg: SynthConfig, name: str, root: Path, regions: Path | None = None):
+        self.cfg, self.name, self.root, self.regions = cfg, name, root, regions
         self.items = plan_items(cfg, name)
         self.truth: list[dict] = []
-        self._clean: dict[int, tuple[bytes, str]] = {}
+        self._clean: dict[int, tuple[bytes, str, int]] = {}
 
     def encode(self, item: Item, relpath: str) -> tuple[bytes, np.ndarray, tuple]:
         """Bytes for ``item`` (duplicates resolved), its image and face box; records the truth row."""
         data, detail, img, box = image_bytes(self.cfg, self.name, item)
-        dup_of = ""
+        dup_of, drawn = "", (self.name, item)  # the image whose face the bytes show
         if item.flaw == "duplicate":
-            data, dup_of = self._clean[max(i for i in self._clean if i < item.index)]
-            detail = "same bytes as an earlier file of this source"
+            data, dup_of, earlier = self._clean[max(i for i in self._clean if i < item.index)]
+            detail, drawn = "same bytes as an earlier file of this source", (self.name, self.items[earlier])
         elif item.flaw == "cross_duplicate":
             donor = next(it for it in plan_items(self.cfg, "celeba") if not it.flaw)
             data = image_bytes(self.cfg, "celeba", donor)[0]
             dup_of, detail = f"celeba:img_align_celeba/{donor.index + 1:06d}.jpg", "a CelebA file copied into this source"
+            drawn = ("celeba", donor)
         elif item.flaw == "":
-            self._clean[item.index] = (data, f"{self.name}:{relpath}")
+            self._clean[item.index] = (data, f"{self.name}:{relpath}", item.index)
+        if self.regions is not None:
+            self.write_regions(relpath, region_map(self.cfg, *drawn))
         self.truth.append({"source": self.name, "path": relpath, "identity": item.identity, "flaw": item.flaw,
                            "expect": EXPECT[item.flaw], "detail": detail, "duplicate_of": dup_of,
                            "sha256": hashlib.sha256(data).hexdigest()})
@@ -155,6 +183,12 @@ class SourceWriter:
         data, img, box = self.encode(item, relpath)
         self.write(relpath, data)
         return img, box
+
+    def write_regions(self, relpath: str, labels: np.ndarray) -> None:
+        """The image's LaPa label map as a PNG at :func:`regions_path` under the regions root."""
+        path = self.regions / regions_path(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(labels, "png"))
 
     def write(self, relpath: str, data: bytes | str) -> None:
         path = self.root / relpath
@@ -355,8 +389,9 @@ DIRNAMES = {"celeba": "CelebA", "ffhq": "FFHQ", "vggface2": "VGGFace2", "casia_w
             "megaface": "MegaFace", "edface": "EDFace-Celeb-1M", "umdfaces": "UMDFaces", "laion_face": "LAION-Face"}
 
 
-def write_source(cfg: SynthConfig, name: str, root: Path) -> list[dict]:
-    """Write source ``name`` under ``root``; returns its truth rows."""
-    writer = SourceWriter(cfg, name, root)
+def write_source(cfg: SynthConfig, name: str, root: Path, regions: Path | None = None) -> list[dict]:
+    """Write source ``name`` under ``root`` (and each image's LaPa label map under ``regions``); returns
+    its truth rows."""
+    writer = SourceWriter(cfg, name, root, regions)
     WRITERS[name](writer)
     return writer.truth

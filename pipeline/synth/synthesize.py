@@ -3,6 +3,7 @@
 Outputs::
 
     <out_dir>/sources/<Source>/...       the eight pretraining sources, native layouts
+    <out_dir>/regions/<Source>/...       each source image's exact LaPa label map (PNG, same relative path)
     <out_dir>/au/{BP4D,BP4D+,DISFA}/...  the AU datasets, native layouts + face_boxes.csv
     <out_dir>/fer/{RAF-DB/basic,AffectNet}/...   the FER datasets, native layouts
     <out_dir>/truth/sources.csv          every source file: identity, injected flaw, expected outcome
@@ -53,13 +54,18 @@ def source_root(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / "sources" / sources.DIRNAMES[name]
 
 
+def regions_root(out_dir: str | Path, name: str) -> Path:
+    """Where the region maps of source ``name`` are written (``sources.<name>.regions`` reads them)."""
+    return Path(out_dir) / "regions" / sources.DIRNAMES[name]
+
+
 def au_root(out_dir: str | Path, dataset: str) -> Path:
     return Path(out_dir) / "au" / au_datasets.DIRNAMES[dataset]
 
 
 def _job(cfg: SynthConfig, job: tuple[str, ...]):
     if job[0] == "source":
-        return job, sources.write_source(cfg, job[1], source_root(cfg.out_dir, job[1]))
+        return job, sources.write_source(cfg, job[1], source_root(cfg.out_dir, job[1]), regions_root(cfg.out_dir, job[1]))
     if job[0] == "fer":
         return job, fer_datasets.write_dataset(cfg, job[1])
     _, dataset, subject = job
