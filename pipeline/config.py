@@ -558,9 +558,6 @@ class Params:
 
     def __post_init__(self):
         check_folds(self.iat.folds, self.finetune.datasets, "iat.folds")
-        known = ("random", self.pretrain.method, *self.fewshot.methods)
-        for i, e in enumerate(self.fewshot.encoders):
-            check(e in known, f"fewshot.encoders.{i}", e, f"one of {', '.join(known)} (random, pretrain.method, fewshot.methods)")
         check_folds(self.evaluate.probe_folds, self.finetune.datasets, "evaluate.probe_folds")
 
     def variant_folds(self, variant: str) -> tuple[int, ...]:

@@ -57,9 +57,10 @@ def pytest_addoption(parser):
 
 def curate_overrides(out: Path, **extra) -> dict:
     """Tiny-world params whose source roots point into the world written under ``out``."""
-    from pipeline.synth.synthesize import source_root
+    from pipeline.synth.synthesize import regions_root, source_root
 
-    roots = {f"sources.{n}": {"enabled": True, "root": str(source_root(out, n)), "max_images": 0} for n in NAMES}
+    roots = {f"sources.{n}": {"enabled": True, "root": str(source_root(out, n)), "max_images": 0,
+                              "regions": str(regions_root(out, n))} for n in NAMES}
     return {**TINY, "synth.out_dir": str(out), **roots, "curate.shard_size": 16, **extra}
 
 

@@ -512,3 +512,38 @@ def test_the_walk_skips_folders_and_dangling_links_named_like_images(tmp_path):
     (root / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     Image.new("RGB", (40, 48), "white").save(root / "real.jpg")
     assert [r.path for r in read_source("folder", root)] == [str(root / "real.jpg")]
+
+
+def test_region_maps_travel_with_their_images_through_curation(curated):
+    """Every curated sample carries its own image's LaPa map, cut and resized as the image was (nearest
+    neighbour); a map given to another key, or resized by interpolation, fails here."""
+    params, base = curated
+    world = Path(params.synth.out_dir)
+    size = params.curate.image_size
+    truth = pd.read_csv(world / "truth" / "sources.csv", keep_default_na=False)
+    items = {(name, it.index): it for name in NAMES for it in synth_sources.plan_items(params.synth, name)}
+    checked = 0
+    for sample in wds.WebDataset([str(t) for t in sorted((base / "face9m" / "shards").glob("*.tar"))], shardshuffle=False):
+        assert "regions.png" in sample, sample["__key__"]
+        meta = json.loads(sample["json"])
+        labels = cv2.imdecode(np.frombuffer(sample["regions.png"], np.uint8), cv2.IMREAD_UNCHANGED)
+        assert labels.shape == (size, size) and labels.max() <= 10
+        if meta["source"] not in ("celeba", "umdfaces") or meta["member"]:
+            continue
+        rel = Path(meta["path"]).relative_to(source_root(world, meta["source"])).as_posix()
+        rows = truth[truth.source == meta["source"]].reset_index(drop=True)  # one row per item, in item order
+        index = int(np.flatnonzero(rows.path == rel)[0])
+        row, item = rows.iloc[index], items[(meta["source"], index)]
+        if row.flaw:  # duplicates show another file's face
+            continue
+        full = synth_sources.region_map(params.synth, meta["source"], item)
+        if meta["source"] == "umdfaces":  # curated as the face box the ultraface CSV gives (the scene's box)
+            x, y, w, h = synth_sources.make_image(params.synth, "umdfaces", item)[1]
+            full = full[max(0, round(y)):round(y + h), max(0, round(x)):round(x + w)]
+        expected = cv2.resize(full, (size, size), interpolation=cv2.INTER_NEAREST)
+        assert (labels == expected).mean() == 1.0, (meta["path"], (labels == expected).mean())
+        assert len(np.unique(labels)) >= 6  # a face: skin, brows, eyes, nose, lips at least
+        checked += 1
+    assert checked >= 20
+    counts = json.loads((base / "face9m" / "regions.json").read_text())
+    assert all(n["regions"] == n["samples"] > 0 for n in counts.values()), counts

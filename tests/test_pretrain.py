@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import argparse
 import os
 import subprocess
@@ -259,3 +261,32 @@ def test_torchrun_two_processes_run_the_stage(curated, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert checkpoint.read(tmp_path / "models/fmae/fmae.pth")["epoch"] == 0
     assert (tmp_path / "metrics/pretrain.json").is_file() and (tmp_path / "dvclive/pretrain/metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_fsfm_reconstruction_falls_below_the_trivial_baseline_and_resumes_with_its_target(tiny_world, shards, tmp_path):
+    """FSFM (region masking from the curated maps, self-distillation with the EMA target) learns the same
+    faces: its reconstruction term ends below the per-patch-mean baseline; the resumable container holds
+    the EMA target, and the exported encoder has the MAE's keys."""
+    params = run_params(tiny_world, **{"pretrain.epochs": 6, "pretrain.method": "fsfm"})
+    first = pretrain(params, shards, tmp_path, stop_after=1)
+    last = pretrain(params, shards, tmp_path)
+    assert {"loss_rec", "loss_rec_region", "loss_sim"} <= set(last)
+    assert last["loss_rec"] < first["loss_rec"] and last["loss_rec"] < 0.9 * last["trivial_loss"], (first, last)
+    assert -0.5 <= last["loss_sim"] < first["loss_sim"], (first, last)  # the online prediction moves toward the target
+    resumable = torch.load(tmp_path / LAST, map_location="cpu", weights_only=False)["model"]
+    assert any(k.startswith("target.") for k in resumable)
+    exported = torch.load(tmp_path / "fmae.pth", map_location="cpu", weights_only=False)["model"]
+    assert set(exported) == set(small_mae().state_dict())
+
+
+def test_fsfm_region_masking_without_maps_is_one_line_naming_the_source(tmp_path):
+    from pipeline.config import UserError
+    from pipeline.pretrain.pretrain import check_regions
+
+    params = load_params(PARAMS, {"pretrain.method": "fsfm"})
+    counts = tmp_path / "regions.json"
+    counts.write_text(json.dumps({"celeba": {"samples": 10, "regions": 10}, "umdfaces": {"samples": 5, "regions": 0}}))
+    with pytest.raises(UserError, match=r"source umdfaces has region maps for 0 of its 5 .*sources.umdfaces.regions"):
+        check_regions(params.pretrain, counts)
+    check_regions(load_params(PARAMS, {"pretrain.method": "fsfm", "pretrain.fsfm.masking": "random"}).pretrain, counts)

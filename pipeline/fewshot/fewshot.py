@@ -63,6 +63,9 @@ def _check(params: Params, encoder: str | None, fold: int | None, data: Path) ->
         raise ConfigError("fewshot.methods", list(params.fewshot.methods), f"methods other than pretrain.method = "
                           f"{params.pretrain.method!r} (the pretrain stage's own encoder is compared under that name)")
     known = ("random", params.pretrain.method, *params.fewshot.methods)
+    for i, e in enumerate(params.fewshot.encoders):
+        if e not in known:
+            raise ConfigError(f"fewshot.encoders.{i}", e, f"one of {', '.join(known)} (random, pretrain.method, fewshot.methods)")
     if encoder not in known:
         raise ConfigError("--encoder", encoder, f"one of {', '.join(known)} (random, pretrain.method, fewshot.methods)",
                           "command line")
