@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine with Python 3.11 and pip:
 #   make demo   create .venv, install the project, run the whole pipeline on the embedded demo
-#               (its learning configuration, params.yaml: ~85 minutes on 2 CPU cores)
+#               (its learning configuration, params.yaml: ~85 minutes on 2 CPU cores before the few-shot
+#               comparison was added; with FSFM pretraining and the fewshot stages, not yet timed, estimated +45-60)
 #   make test   create .venv if missing, run the test suite
 # make demo-fast runs every stage in minutes (the params-fast.yaml overlay), learning nothing.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
