@@ -106,6 +106,8 @@ def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_af
     sched = warmup_cosine(opt, updates * cfg.epochs, updates * cfg.warmup_epochs)
 
     fp = fingerprint(params, shards, ctx.world_size, cfg)
+    record = params.to_dict()  # the params the checkpoints carry: with the method that ran (pretrain_compare's)
+    record["pretrain"]["method"] = cfg.method
     start_epoch, summary = _resume(out_dir / LAST, fp, trainee, opt)
     flops = train_flops_per_image(model, torch.randn(2, 3, *model.patch_embed.img_size, device=ctx.device))
     peak = peak_flops(ctx.device)
@@ -119,7 +121,7 @@ def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_af
 
     if start_epoch >= cfg.epochs and ctx.is_main:
         log.info("%s already holds all %d epochs of these settings", out_dir / LAST, cfg.epochs)
-        _save(out_dir, trainee, model, opt, cfg.epochs - 1, params, fp, summary, final=True)
+        _save(out_dir, trainee, model, opt, cfg.epochs - 1, record, fp, summary, final=True)
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(seed_for(cfg.seed, epoch, ctx.rank))
         loader = epoch_loader(shards, epoch=epoch, seed=cfg.seed, batch_size=cfg.batch_size,
@@ -175,7 +177,7 @@ def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_af
         last = epoch + 1 == cfg.epochs or epoch + 1 == stop_after
         if ctx.is_main:
             if (epoch + 1) % cfg.save_every == 0 or last:
-                _save(out_dir, trainee, model, opt, epoch, params, fp, summary, final=epoch + 1 == cfg.epochs)
+                _save(out_dir, trainee, model, opt, epoch, record, fp, summary, final=epoch + 1 == cfg.epochs)
             _log(live, (epoch + 1) * updates, {k: v for k, v in summary.items() if k != "epoch"}, "epoch/")
             if live is not None:
                 live.log_image(f"recon/epoch_{epoch + 1:03d}.png", reconstruction_grid(model, samples, cfg.seed))
@@ -196,15 +198,15 @@ def _resume(path: Path, fp: str, model: torch.nn.Module, opt: torch.optim.Optimi
     return ckpt["epoch"] + 1, ckpt.get("summary", {})
 
 
-def _save(out_dir: Path, trainee: torch.nn.Module, model: MaskedAutoencoder, opt, epoch: int, params: Params, fp: str,
+def _save(out_dir: Path, trainee: torch.nn.Module, model: MaskedAutoencoder, opt, epoch: int, record: dict, fp: str,
           summary: dict, final: bool) -> None:
     """The resumable container of what is trained (FSFM: with its EMA target; ``scaler`` is None: bf16
     needs no loss scaling) and, at the end, the shareable weights: full MAE keys (encoder + decoder),
     no optimiser state, whichever the method."""
     checkpoint.save_atomic({"model": trainee.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "scaler": None,
-                            "params": params.to_dict(), "fingerprint": fp, "summary": summary}, out_dir / LAST)
+                            "params": record, "fingerprint": fp, "summary": summary}, out_dir / LAST)
     if final:
-        checkpoint.save_atomic({"model": model.state_dict(), "epoch": epoch, "params": params.to_dict()}, out_dir / FINAL)
+        checkpoint.save_atomic({"model": model.state_dict(), "epoch": epoch, "params": record}, out_dir / FINAL)
 
 
 def _merge(total: Meter, part: Meter) -> None:
@@ -226,7 +228,8 @@ def _sync(meter: Meter, ctx: distributed.Context, flops: float, peak: float | No
         raise TrainingDiverged(f"pretraining loss is {loss} after {meter.steps} steps of this span; stopping. "
                                "The last good checkpoint is kept; lower pretrain.blr or check the input shards.")
     seconds = max(time.perf_counter() - meter.start, 1e-9)
-    row = {"loss": loss, "trivial_loss": trivial, "loss_over_trivial": loss / trivial if trivial > 0 else float("nan"),
+    rec = dict(zip(names, terms)).get("rec", loss)  # FSFM: its reconstruction term is what the baseline compares with
+    row = {"loss": loss, "trivial_loss": trivial, "loss_over_trivial": rec / trivial if trivial > 0 else float("nan"),
            "images_per_s": meter.images / seconds, "data_wait_fraction": min(1.0, meter.wait / seconds),
            **{f"loss_{n}": v for n, v in zip(names, terms)}}
     if peak:
