@@ -41,3 +41,21 @@ def test_the_au_probe_reads_linear_aus_and_fails_on_shuffled_labels():
     bad = au_linear_probe(shuffled, val, test, epochs=30)
     assert bad["auc"] < 0.6, bad  # the mutation: labels that do not belong to the frames
     assert set(good["val_auc"]) == {"0.001", "0.01"} and good["lr"] in (1e-3, 1e-2)
+
+
+def test_fewshot_stage_mistakes_are_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    """An unknown encoder, a method that is also pretrain.method, a missing encoder or crop index: exit 2, one line."""
+    from pipeline.cli import main
+    from tests.conftest import PARAMS
+
+    monkeypatch.chdir(tmp_path)  # a project with no stage outputs yet
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS.read_text())
+    cases = {("--encoder", "simclr", "--fold", "1"): "--encoder = 'simclr': expected one of random, mae, fsfm",
+             ("--encoder", "mae", "--fold", "4"): "--fold = 4",
+             ("--encoder", "mae", "--fold", "1", "--set", "pretrain.method=fsfm"): "fewshot.methods = ['fsfm']: expected methods other than",
+             ("--encoder", "fsfm", "--fold", "1"): "index.parquet missing"}
+    for args, message in cases.items():
+        assert main(["fewshot", "--params", str(params), *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (args, err)

@@ -51,6 +51,7 @@ def plot(table: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for k, (encoder, rows) in enumerate(table.items()):
@@ -61,6 +62,10 @@ def plot(table: dict, path: Path) -> None:
                     label=f"{encoder} ({'linear probe' if how == 'probe' else 'finetune'})")
     ax.axhline(50, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
+    first = next(iter(table.values()))  # ticks at the budgets themselves, not at powers of ten
+    ax.set_xticks([first[b]["subjects"] for b in first],
+                  [f"all ({first[b]['subjects']:g})" if b == ALL else f"{first[b]['subjects']:g}" for b in first])
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("labelled training subjects (log scale)")
     ax.set_ylabel("test AUC (%), unseen subjects")
     ax.set_title("Few-shot AU detection by initial encoder")
