@@ -1,8 +1,8 @@
 # Two commands set everything up on a fresh machine with Python 3.11 and pip:
-#   make demo   create .venv, install the project, run the whole pipeline on the embedded demo
-#               (its learning configuration, params.yaml: ~85 minutes on 2 CPU cores before the few-shot
-#               comparison was added; with FSFM pretraining and the fewshot stages, not yet timed, estimated +45-60)
+#   make demo   create .venv, install the project, run the demo's AU and FER stages on the embedded
+#               synthetic world (its learning configuration, params.yaml: ~85 minutes on 2 CPU cores)
 #   make test   create .venv if missing, run the test suite
+# make compare then runs the rest of `dvc repro`: FSFM pretraining and the few-shot comparison (~75 minutes more).
 # make demo-fast runs every stage in minutes (the params-fast.yaml overlay), learning nothing.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -10,7 +10,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo demo-fast summary test test-fast test-mutations install clean-demo
+.PHONY: demo compare demo-fast summary test test-fast test-mutations install clean-demo
 
 install: $(STAMP)
 
@@ -21,9 +21,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,yunet]'
 	@touch $@
 
-demo: $(STAMP)
-	dvc repro
+demo: $(STAMP)  # the AU and FER stages: everything upstream of evaluate and evaluate_fer
+	dvc repro evaluate evaluate_fer
 	@$(MAKE) --no-print-directory summary
+
+compare: $(STAMP)  # the rest of the pipeline: pretrain_compare (FSFM), fewshot, fewshot_report
+	dvc repro
+	@echo
+	@echo "Done. The few-shot comparison: reports/fewshot.md, plots/fewshot/auc_by_subjects.png, metrics/fewshot.json"
 
 demo-fast: $(STAMP)  # every stage on a small world (~10 minutes): the params-fast.yaml overlay as a DVC experiment
 	fmae overlay params-fast.yaml

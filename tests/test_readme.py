@@ -46,3 +46,18 @@ def test_the_block_follows_the_metrics():
     assert "| FMAE (1) | 70.0 | 50.0 | 45.0 | +5.0 | 3 |" in one and "FER rafdb: test accuracy 60.0" in one
     au["bp4d"]["fmae"]["auc_mean"] = 0.71
     assert demo_figures.render(au, mae, fer, params) != one
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs the git checkout")
+def test_readme_fewshot_table_is_the_committed_metrics():
+    """The few-shot table in "FSFM and the few-shot comparison" is fewshot_report's, rendered from
+    metrics/fewshot.json at HEAD."""
+    import yaml
+
+    from pipeline.fewshot.fewshot_report import report
+
+    readme = _at_head("README.md")
+    table = json.loads(_at_head(paths.FEWSHOT_METRICS.as_posix()))["bp4d"]
+    rendered = report(table, params_from_dict(yaml.safe_load(_at_head("params.yaml"))))
+    rows = rendered[rendered.index("| Encoder"):]
+    assert rows in readme
