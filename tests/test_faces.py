@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline.au.prepare import prepare
-from pipeline.config import load_params
+from pipeline.config import ConfigError, load_params
 from pipeline.faces import retinaface
 from pipeline.faces.detect import DETECTORS, FaceDetector, describe
 
@@ -99,14 +100,18 @@ def test_retinaface_anchors_follow_the_heads_layout():
     assert loc.shape[1] == conf.shape[1] == marks.shape[1] == len(retinaface.anchors(101, 75))
 
 
-def test_unknown_or_missing_detector_is_a_one_line_error():
+def test_unknown_or_missing_detector_is_a_one_line_error(tmp_path, monkeypatch):
+    """Also where yuface is installed: the import is blocked, as on a Python without its wheel."""
     with pytest.raises(ValueError, match="expected one of retinaface, yunet"):
         FaceDetector(name="mtcnn")
-    try:
-        import yuface  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match="needs the yuface package"):
-            FaceDetector(name="yunet")
+    monkeypatch.setitem(sys.modules, "yuface", None)  # `import yuface` raises ImportError
+    with pytest.raises(ValueError, match="needs the yuface package"):
+        FaceDetector(name="yunet")
+    root = _bp4d_root(tmp_path / "BP4D")  # no face_boxes.csv: prepare would detect
+    params = load_params(PARAMS, {"au.bp4d.root": str(root), "au.detector": "yunet"})
+    with pytest.raises(ConfigError, match=r"au.detector = 'yunet': expected a detector that runs here .*pip install yuface"):
+        prepare(params, "bp4d", tmp_path / "out")
+    assert not (tmp_path / "out").exists(), "nothing written before the error"
 
 
 def _bp4d_root(root):

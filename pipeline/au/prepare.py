@@ -123,7 +123,10 @@ def prepare(params: Params, dataset: str, out: Path) -> pd.DataFrame:
     box_table = read_boxes(root)
     boxes = None if box_table is None else {
         (s, q, int(f)): (x, y, w, h) for s, q, f, x, y, w, h in box_table.itertuples(index=False)}
-    faces = {"boxes": str(root / BOX_FILE)} if boxes is not None else detect.describe(cfg.detector) | {"min_score": cfg.min_face_score}
+    try:  # before any work: a detector that cannot run here is one line, not a traceback from a worker
+        faces = {"boxes": str(root / BOX_FILE)} if boxes is not None else detect.describe(cfg.detector) | {"min_score": cfg.min_face_score}
+    except ValueError as err:
+        raise ConfigError("au.detector", cfg.detector, f"a detector that runs here ({err})") from None
     if boxes is None:
         log.info("%s: no %s, detecting faces with %s", root, BOX_FILE, faces["package"])
 

@@ -67,12 +67,7 @@ class FaceDetector:
 
             self._model = retinaface.load(self.device)
         else:
-            try:
-                import yuface  # CPython 3.11 wheels only: an option, never a requirement
-            except ImportError:
-                raise ValueError("face detector 'yunet' needs the yuface package (wheels for CPython 3.11 only): "
-                                 "pip install yuface, or use the default 'retinaface'") from None
-            self._yunet = yuface.detect
+            self._yunet = _yuface().detect
 
     def describe(self) -> dict[str, str]:
         """What produced the boxes, for provenance records and checkpoints."""
@@ -136,9 +131,20 @@ class FaceDetector:
                                for i in np.ravel(keep)])
 
 
+def _yuface():
+    try:
+        import yuface  # CPython 3.11 wheels only: an option, never a requirement
+    except ImportError:
+        raise ValueError("face detector 'yunet' needs the yuface package (wheels for CPython 3.11 only): "
+                         "pip install yuface, or use the default 'retinaface'") from None
+    return yuface
+
+
 def describe(name: str = "retinaface") -> dict[str, str]:
-    """Which detector (and package) produced boxes, for provenance records."""
+    """Which detector (and package) produced boxes, for provenance records; a ValueError when that
+    detector cannot run here (yunet without its wheel)."""
     if name == "yunet":
+        _yuface()
         return {"detector": "yunet", "package": f"yuface {metadata.version('yuface')}"}
     from .retinaface import WEIGHTS
 
