@@ -57,7 +57,8 @@ def reads(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> str:
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return "see the project's dvc.yaml"
     keys = [k for spec in stages.values() if str(spec.get("cmd", "")).split()[:2] == ["fmae", name]
-            for k in spec.get("params", []) if isinstance(k, str)]
+            for entry in spec.get("params", [])
+            for k in ([entry] if isinstance(entry, str) else entry.get("params.yaml", []) if isinstance(entry, dict) else [])]
     return ", ".join(dict.fromkeys(keys)) or "none"
 
 

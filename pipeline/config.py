@@ -260,7 +260,14 @@ class FSFMConfig:
     distill: bool  # the identity-level self-distillation branch (online rep decoder + EMA target)
 
 
-PRETRAIN_METHODS = ("mae", "fsfm")
+@dataclass(frozen=True)
+class MAEConfig:
+    """The MAE's own settings: none beyond the keys every method shares (mask ratio, decoder, schedule).
+    The section exists so that each stage depends on its own method's settings only (dvc.yaml:
+    ``pretrain.${pretrain.method}``): an FSFM switch does not re-run the MAE."""
+
+
+PRETRAIN_METHODS = ("mae", "fsfm")  # each has a section of its own settings, pretrain.<method>
 
 
 @dataclass(frozen=True)
@@ -281,6 +288,7 @@ class PretrainConfig(Schedule):
     compile: bool  # torch.compile the model
     log_every: int  # steps between host syncs (loss, lr, throughput to dvclive; NaN check)
     method: Literal["mae", "fsfm"]  # the pretraining objective (FSFM: region-guided masking + self-distillation)
+    mae: MAEConfig  # the MAE's own settings (none: it is the shared keys above)
     fsfm: FSFMConfig  # FSFM's two parts, each a switch (used when method is fsfm)
 
     def __post_init__(self):

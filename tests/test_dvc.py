@@ -143,6 +143,16 @@ def test_lambda_experiment_reruns_only_the_iat_stages(project):
 
 
 @pytest.mark.slow
+def test_an_fsfm_switch_reruns_only_the_comparison(project):
+    """pretrain.fsfm is FSFM's own section: the MAE, its finetunes and FER stay cached."""
+    out = _run([str(BIN / "dvc"), "exp", "run", "-S", "pretrain.fsfm.distill=false"], project)
+    for stage in ("pretrain_compare@fsfm", "fewshot@fsfm-1", "fewshot_report"):
+        assert f"Running stage '{stage}'" in out, stage
+    for cached in ("curate", "pretrain", "finetune_fmae@bp4d-1", "finetune@bp4d-1", "evaluate", "finetune_fer@rafdb"):
+        assert f"Running stage '{cached}'" not in out, cached
+
+
+@pytest.mark.slow
 def test_queued_sweep_reruns_only_the_iat_stages_and_experiments_compare(project):
     """`dvc exp run --queue` runs in a fresh checkout (new file times): curation and pretraining
     must stay cached; per-fold metrics and curves of the two experiments must be diffable."""

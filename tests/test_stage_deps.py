@@ -91,3 +91,21 @@ def test_every_stage_runs_the_module_named_after_it_and_says_what_it_reads(capsy
     with pytest.raises(SystemExit):
         main(["probe", "--help"])
     assert "Reads params.yaml: " in capsys.readouterr().out
+
+
+def test_each_pretraining_stage_tracks_every_shared_key_and_its_own_method_section():
+    """The two pretraining stages list pretrain's keys one by one (so that another method's section is
+    not among them): a key added to PretrainConfig and forgotten here would leave DVC serving a stale
+    encoder. The shared list is anchored once, and each stage adds its own method's section."""
+    import dataclasses
+
+    from pipeline.config import PRETRAIN_METHODS, PretrainConfig
+
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    assert set(PRETRAIN_METHODS) <= fields, "every method has a section of its own settings"
+    shared = {f"pretrain.{k}" for k in fields - set(PRETRAIN_METHODS) - {"method"}} | {"model.name", "model.img_size"}
+    for stage, own in (("pretrain", {"pretrain.method", "pretrain.${pretrain.method}"}),
+                       ("pretrain_compare", {"pretrain.${item.method}"})):
+        entries = DVC[stage]["params"]
+        listed = {k for e in entries for k in ([e] if isinstance(e, str) else e["params.yaml"])}
+        assert listed == shared | own, (stage, sorted(listed ^ (shared | own)))

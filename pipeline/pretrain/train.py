@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..distributed import autocast
-from ..config import Params, PretrainConfig
+from ..config import PRETRAIN_METHODS, Params, PretrainConfig
 from ..data.images import normalize
 from ..data.shards import ShardSet, check_workers, seed_for
 from ..models import checkpoint
@@ -65,7 +65,8 @@ def fingerprint(params: Params, shards: ShardSet, world_size: int, cfg: Pretrain
     (a changed world or filter) differ in bytes even when their counts match; hashing every
     tar's content would cost a full read of Face9M per start."""
     plain = {**params.to_dict()["pretrain"], **({"method": cfg.method} if cfg else {})}
-    cfg = {k: v for k, v in plain.items() if k not in ("save_every", "log_every", "compile")}
+    cfg = {k: v for k, v in plain.items() if k not in ("save_every", "log_every", "compile")
+           and (k not in PRETRAIN_METHODS or k == plain["method"])}  # another method's switches do not matter
     files = {name: [count, (shards.folder / name).stat().st_size] for name, count in zip(shards.shards, shards.sizes)}
     blob = json.dumps([params.model.name, params.model.img_size, cfg, files, world_size], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
