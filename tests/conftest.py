@@ -32,6 +32,7 @@ TINY_STAGES = {
     "pretrain.epochs": 1, "pretrain.batch_size": 8, "pretrain.workers": 1, "pretrain.log_every": 2,
     "au.frame_step": 1, "au.workers": 1,
     "finetune.epochs": 1, "finetune.batch_size": 4, "finetune.workers": 0,
+    "finetune.folds": [1, 2], "iat.folds": [1],  # each matrix item costs ~15 s of process start and DVC bookkeeping
     "fer.rafdb": {"root": "data/raw/fer/RAF-DB/basic", "images": "aligned", "epochs": 1, "warmup_epochs": 0, "batch_size": 4, "blr": 1.0e-3},
     "fer.affectnet": {"root": "data/raw/fer/AffectNet", "classes": 8, "epochs": 1, "warmup_epochs": 0, "batch_size": 4, "blr": 5.0e-4},
     "fer.workers": 0,
