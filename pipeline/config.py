@@ -140,6 +140,22 @@ class SynthFER:
 
 
 @dataclass(frozen=True)
+class SynthVideo:
+    identities: int  # people of the face-video source (VoxCeleb2 layout), each in their own videos
+    videos: int  # source videos per identity (one background each)
+    clips: int  # clips per video (each its own lighting, AU trajectory and pose drift)
+    frames: int  # frames per clip (25 fps)
+    size: int  # side of the square, face-centred frames (VoxCeleb2: 224)
+
+    def __post_init__(self):
+        check(self.identities >= 2, "identities", self.identities, "an integer >= 2 (other people are CLP's contrast)")
+        check(self.videos >= 1, "videos", self.videos, "an integer >= 1")
+        check(self.clips >= 1, "clips", self.clips, "an integer >= 1")
+        check(self.frames >= 2, "frames", self.frames, "an integer >= 2")
+        check(64 <= self.size <= 512, "size", self.size, "an integer in [64, 512]")
+
+
+@dataclass(frozen=True)
 class SynthConfig:
     seed: int
     out_dir: str
@@ -151,6 +167,7 @@ class SynthConfig:
     sources: SynthSources
     au: SynthAU
     fer: SynthFER
+    video: SynthVideo
 
     def __post_init__(self):
         check(self.workers >= 1, "workers", self.workers, "an integer >= 1")

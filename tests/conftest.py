@@ -21,6 +21,7 @@ TINY = {
     "synth.au": {"bp4d": {"subjects": 3, "tasks": 2, "frames": 6}, "bp4dplus": {"subjects": 3, "tasks": 2, "frames": 5},
                  "disfa": {"subjects": 2, "tasks": 1, "frames": 6}, "frame_scale": 0.2, "left_camera": True},
     "synth.fer": {"rafdb": {"images": 40}, "affectnet": {"images": 48}},
+    "synth.video": {"identities": 3, "videos": 1, "clips": 2, "frames": 8, "size": 96},
 }
 
 

@@ -6,10 +6,12 @@ Outputs::
     <out_dir>/regions/<Source>/...       each source image's exact LaPa label map (PNG, same relative path)
     <out_dir>/au/{BP4D,BP4D+,DISFA}/...  the AU datasets, native layouts + face_boxes.csv
     <out_dir>/fer/{RAF-DB/basic,AffectNet}/...   the FER datasets, native layouts
+    <out_dir>/video/VoxCeleb2/dev/mp4/<id>/<video>/<clip>.mp4   a face-video source (CLP's pretraining data)
     <out_dir>/truth/sources.csv          every source file: identity, injected flaw, expected outcome
     <out_dir>/truth/au_frames.parquet    every AU frame: identity, AU intensities, face box
     <out_dir>/truth/au_quirks.csv        the dataset quirks reproduced, and where
     <out_dir>/truth/fer_images.csv       every FER image: dataset, split, file, emotion, label code, flaw
+    <out_dir>/truth/video_frames.parquet every video frame: identity, video, clip, frame, AU intensities, face box
     <out_dir>/truth/world.json           counts per source and dataset
     <out_dir>/provenance.json            params, code version, libraries
     reports/synth_aus.png, reports/synth_identities.png, reports/synth_expressions.png   contact sheets
@@ -32,7 +34,7 @@ from tqdm import tqdm
 
 from .. import provenance, stage_code
 from ..config import AU_DATASETS, SOURCE_NAMES, Params, SynthConfig
-from . import au_datasets, fer_datasets, sources
+from . import au_datasets, fer_datasets, sources, videos
 from .contact_sheet import write_sheets
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,17 @@ def au_root(out_dir: str | Path, dataset: str) -> Path:
     return Path(out_dir) / "au" / au_datasets.DIRNAMES[dataset]
 
 
+def video_root(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "video" / videos.DIRNAME
+
+
 def _job(cfg: SynthConfig, job: tuple[str, ...]):
     if job[0] == "source":
         return job, sources.write_source(cfg, job[1], source_root(cfg.out_dir, job[1]), regions_root(cfg.out_dir, job[1]))
     if job[0] == "fer":
         return job, fer_datasets.write_dataset(cfg, job[1])
+    if job[0] == "video":
+        return job, videos.write_identity(cfg, job[1], video_root(cfg.out_dir))
     _, dataset, subject = job
     return job, au_datasets.write_subject(cfg, dataset, subject, au_root(cfg.out_dir, dataset))
 
@@ -79,6 +87,8 @@ def plan_jobs(cfg: SynthConfig) -> list[tuple[str, ...]]:
         jobs.append((("source", name), getattr(cfg.sources, name).images))
     for dataset in fer_datasets.WRITERS:
         jobs.append((("fer", dataset), getattr(cfg.fer, dataset).images * 2))
+    for identity in videos.identities(cfg.video.identities):
+        jobs.append((("video", identity), cfg.video.videos * cfg.video.clips * cfg.video.frames))
     for dataset in AU_DATASETS:
         spec = getattr(cfg.au, dataset)
         cams = 2 if dataset == "disfa" and cfg.au.left_camera else 1
@@ -125,6 +135,10 @@ def synthesize(cfg: SynthConfig, reports: Path = REPORTS) -> dict:
     fer = pd.DataFrame([row for name in fer_datasets.WRITERS for row in results[("fer", name)]])
     fer.to_csv(truth / "fer_images.csv", index=False)
     summary["fer"] = {name: {"images": int((fer.dataset == name).sum())} for name in fer_datasets.WRITERS}
+    people = videos.identities(cfg.video.identities)
+    video_frames = pd.DataFrame([row for identity in people for row in results[("video", identity)]])
+    video_frames.to_parquet(truth / "video_frames.parquet", index=False)
+    summary["video"] = {"identities": len(people), "clips": int(video_frames.file.nunique()), "frames": len(video_frames)}
     (truth / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_sheets(cfg.seed, reports)
     stamp_mtimes(out)
@@ -139,5 +153,7 @@ def run(params: Params) -> None:
     n_src = sum(s["files"] for s in summary["sources"].values())
     n_au = sum(d["frames"] for d in summary["au"].values())
     n_fer = sum(d["images"] for d in summary["fer"].values())
-    print(f"synthesize: {n_src} source files, {n_au} AU frames, {n_fer} FER images under {params.synth.out_dir}; "
+    n_clips = summary["video"]["clips"]
+    print(f"synthesize: {n_src} source files, {n_au} AU frames, {n_fer} FER images, {n_clips} video clips under "
+          f"{params.synth.out_dir}; "
           f"contact sheets in {REPORTS}/synth_aus.png, synth_identities.png and synth_expressions.png")
