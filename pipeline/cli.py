@@ -36,6 +36,7 @@ STAGES = {
     "synthesize": Stage("synth", "write the synthetic face world (sources and AU datasets)"),
     "scan": Stage("curate", "list the enabled Face9M sources into a manifest (headers only)"),
     "curate": Stage("curate", "filter, de-duplicate and shard Face9M with Ray"),
+    "clips": Stage("clips", "windows of consecutive face crops from a face-video source, with Ray (CLP's data)"),
     "pretrain": Stage("pretrain", "MAE or FSFM pretraining of the ViT on the Face9M shards (torchrun for DDP)"),
     "prepare": Stage("au", "AU frame index and face-crop shards of one dataset"),
     "finetune": Stage("au", "AU finetuning of one fold"),

@@ -241,6 +241,32 @@ class RayConfig:
         check(self.num_cpus >= 1, "num_cpus", self.num_cpus, "an integer >= 1")
 
 
+# ----------------------------------------------------------------------------------- clips
+@dataclass(frozen=True)
+class ClipsConfig:
+    root: str  # a face-video source: <identity>/<video>/<clip>.mp4 (VoxCeleb2's dev/mp4) or <clip>/ frame folders
+    length: int  # frames per window (T)
+    stride: int  # frames between the first frames of two windows of a track
+    crop_size: int  # side of the stored face crops
+    box_margin: float  # face box grown by this fraction of its size per side
+    min_face_score: float  # detector score (0-1) a face needs
+    min_iou: float  # a face overlapping the previous frame's by less ends the track
+    detector: Literal["retinaface", "yunet"]
+    jpeg_quality: int
+    clips_per_shard: int  # clips per Ray task and shard
+
+    def __post_init__(self):
+        check(bool(self.root), "root", self.root, "a path to the face-video source")
+        check(self.length >= 2, "length", self.length, "an integer >= 2 (a window is a span of time)")
+        check(self.stride >= 1, "stride", self.stride, "an integer >= 1")
+        check(self.crop_size >= 16, "crop_size", self.crop_size, "an integer >= 16")
+        check(0 <= self.box_margin <= 1, "box_margin", self.box_margin, "a number in [0, 1]")
+        check(0 <= self.min_face_score <= 1, "min_face_score", self.min_face_score, "a number in [0, 1]")
+        check(0 <= self.min_iou < 1, "min_iou", self.min_iou, "a number in [0, 1)")
+        check(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "an integer in [1, 100]")
+        check(self.clips_per_shard >= 1, "clips_per_shard", self.clips_per_shard, "an integer >= 1")
+
+
 # ------------------------------------------------------------------------------- modelling
 @dataclass(frozen=True)
 class ModelConfig:
@@ -572,6 +598,7 @@ class Params:
     sources: SourcesConfig
     curate: CurateConfig
     ray: RayConfig
+    clips: ClipsConfig
     model: ModelConfig
     pretrain: PretrainConfig
     au: AUConfig

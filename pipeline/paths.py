@@ -11,6 +11,9 @@ SHARD_REGIONS = FACE9M / "regions.json"  # per source: samples, and those with a
 CURATION_METRICS = Path("metrics/curation.json")
 CURATION_SAMPLES = Path("reports/curation_samples.png")
 
+CLIPS = Path("data/clips")  # clips: shards/, index.parquet (windows of face-video clips, for CLP)
+CLIPS_METRICS = Path("metrics/clips.json")
+
 PRETRAINED_DIR = Path("models/fmae")  # pretrain: checkpoint-last.pth, fmae.pth, provenance.json
 PRETRAINED = PRETRAINED_DIR / "fmae.pth"
 PRETRAIN_LIVE = Path("dvclive/pretrain")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -103,3 +105,78 @@ def test_the_detector_tracks_the_synthetic_face_through_a_clip(tiny_world):
     windows, tracks = clip_windows(frames, detector, length=3, stride=1, margin=0.05, size=64)
     assert tracks == [(0, n // 2), (n // 2 + 1, n)]
     assert all(not (w.start <= n // 2 < w.start + 3) for w in windows)
+
+
+@pytest.fixture(scope="module")
+def clip_shards(tiny_world, tmp_path_factory):
+    """The clips stage run once on the tiny world's video source (a local Ray with 2 CPUs)."""
+    from pipeline.clips.clips import make_clips
+    from pipeline.config import load_params
+
+    from .conftest import PARAMS, TINY
+
+    _, out = tiny_world
+    params = load_params(PARAMS, {**TINY, "clips.root": str(video_root(out) / videos.SPLIT), "ray.num_cpus": 2})
+    base = tmp_path_factory.mktemp("clips")
+    metrics = make_clips(params, base / "clips", base / "clips.json")
+    return params, out, base, metrics
+
+
+@pytest.mark.slow
+def test_the_clips_stage_cuts_every_window_of_every_clip_into_shards(clip_shards):
+    import webdataset as wds
+
+    from pipeline.clips.tracks import window_starts
+    from pipeline.faces.crop import crop_face
+
+    params, out, base, metrics = clip_shards
+    cfg, spec = params.clips, params.synth.video
+    per_clip = len(window_starts([(0, spec.frames)], cfg.length, cfg.stride))
+    n_clips = spec.identities * spec.videos * spec.clips
+    assert metrics["clips"] == n_clips and metrics["clips_without_window"] == 0 and metrics["ignored_paths"] == []
+    assert metrics["windows"] == n_clips * per_clip and metrics["identities"] == spec.identities
+    index = pd.read_parquet(base / "clips" / "index.parquet")
+    assert len(index) == metrics["windows"] and sorted(index.identity_index.unique()) == list(range(spec.identities))
+    urls = sorted(str(p) for p in (base / "clips" / "shards").glob("*.tar"))
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == index.key.tolist()
+    first = samples[0]
+    assert sorted(k for k in first if k.endswith(".jpg")) == [f"f{k:02d}.jpg" for k in range(cfg.length)]
+    meta = json.loads(first["json"])
+    clip = next(c for c in list_clips(cfg.root).clips if (c.identity, c.video, c.clip) == (meta["identity"], meta["video"], meta["clip"]))
+    frames = read_frames(clip)
+    for k in (0, cfg.length - 1):  # each stored crop is its own frame's face, cut around its own box
+        stored = cv2.imdecode(np.frombuffer(first[f"f{k:02d}.jpg"], np.uint8), cv2.IMREAD_COLOR).astype(np.float32)
+        expected = crop_face(frames[meta["start"] + k], tuple(meta["boxes"][k]), cfg.box_margin, cfg.crop_size)
+        assert np.abs(stored - expected).mean() < 6.0  # JPEG at 48 px (4:2:0 chroma on sharp synthetic edges)
+        other = crop_face(frames[meta["start"] + k], tuple(meta["boxes"][(k + 1) % cfg.length]), cfg.box_margin, cfg.crop_size)
+        assert np.abs(stored - other).mean() > np.abs(stored - expected).mean()
+
+
+@pytest.mark.slow
+def test_a_repeated_clips_run_keeps_its_shards_and_a_changed_setting_rewrites_them(clip_shards):
+    from pipeline.clips.clips import make_clips
+    from pipeline.config import load_params
+
+    from .conftest import PARAMS, TINY
+
+    params, out, base, first = clip_shards
+    shards = sorted((base / "clips" / "shards").glob("*.tar"))
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in shards}
+    again = make_clips(params, base / "clips", base / "again.json")
+    assert again["shards_reused"] == again["shards"] == len(shards) and again["windows"] == first["windows"]
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in shards} == before
+    longer = load_params(PARAMS, {**TINY, "clips.root": params.clips.root, "ray.num_cpus": 2, "clips.length": 6})
+    changed = make_clips(longer, base / "clips", base / "changed.json")
+    assert changed["shards_reused"] == 0 and changed["windows"] < first["windows"]
+
+
+def test_a_clips_source_that_is_not_there_is_one_line(tmp_path, capsys, monkeypatch):
+    from pipeline.cli import main
+
+    from .conftest import PARAMS
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["clips", "--params", str(PARAMS), "--set", f"clips.root={tmp_path / 'none'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "none: no such folder (a face-video source" in err and len(err.splitlines()) == 1

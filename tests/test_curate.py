@@ -323,7 +323,7 @@ def test_tasks_are_submitted_with_a_bounded_number_in_flight():
     """However many tasks, at most ``in_flight`` are unfinished at once, and results keep their order."""
     import ray
 
-    from pipeline.curate.curate import _run_tasks
+    from pipeline.curate.cluster import run_tasks
 
     seen: list[int] = []
 
@@ -338,7 +338,7 @@ def test_tasks_are_submitted_with_a_bounded_number_in_flight():
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        results = _run_tasks(Watched(), _square, [(i,) for i in range(40)], "test", "task", [1] * 40, in_flight=3)
+        results = run_tasks(Watched(), _square, [(i,) for i in range(40)], "test", "task", [1] * 40, in_flight=3)
     finally:
         ray.shutdown()
     assert results == [i * i for i in range(40)]
@@ -355,12 +355,12 @@ def test_a_users_error_in_a_task_reaches_the_driver_as_itself_not_a_remote_trace
     import ray
 
     from pipeline.config import OutputError
-    from pipeline.curate.curate import _run_tasks
+    from pipeline.curate.cluster import run_tasks
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         with pytest.raises(OutputError) as err:
-            _run_tasks(ray, _raise_output_error, [("out/shards",)], "test", "task", [1])
+            run_tasks(ray, _raise_output_error, [("out/shards",)], "test", "task", [1])
     finally:
         ray.shutdown()
     assert type(err.value) is OutputError and str(err.value) == "out/shards: cannot write (No space left on device)"

@@ -69,7 +69,7 @@ def project(reproduced, tmp_path):
 @pytest.mark.slow
 def test_repro_twice_second_run_reruns_only_scan(reproduced, project):
     first = reproduced[1]
-    for stage in ("synthesize", "scan", "curate", "pretrain", "prepare@bp4d", "finetune@bp4d-1",
+    for stage in ("synthesize", "scan", "curate", "clips", "pretrain", "prepare@bp4d", "finetune@bp4d-1",
                   "finetune_fmae@bp4d-2", "finetune_random@bp4d-1", "evaluate", "prepare_fer@rafdb", "finetune_fer@affectnet", "evaluate_fer",
                   "pretrain_compare@fsfm", "fewshot@random-1", "fewshot@mae-1", "fewshot@fsfm-1", "fewshot_report"):
         assert f"Running stage '{stage}'" in first
@@ -83,6 +83,8 @@ def test_repro_twice_second_run_reruns_only_scan(reproduced, project):
     assert "Stage 'synthesize' didn't change, skipping" in second
     assert "Stage 'curate' didn't change, skipping" in second
     assert "Stage 'pretrain' didn't change, skipping" in second
+    assert "Running stage 'clips'" in second and "Stage 'curate' didn't change" in second  # clips lists its source anew
+    assert json.loads((project / "metrics/clips.json").read_text())["shards_reused"] > 0
     assert "Stage 'finetune_fmae@bp4d-2' didn't change, skipping" in second
     assert "Stage 'evaluate' didn't change, skipping" in second
     assert "Stage 'finetune_fer@rafdb' didn't change, skipping" in second

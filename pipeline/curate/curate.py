@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,12 +30,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from .. import paths, provenance, stage_code
-from ..config import MissingInput, Params, UserError
+from ..config import MissingInput, Params
 from . import plan as planning
-from .cluster import ray_session
+from .cluster import ray_session, run_tasks
 from .manifest import LOCATION, read_planning, take
 from .samples import pick_samples, write_contact_sheet
 from .scan import MANIFEST
@@ -81,54 +79,6 @@ def _fingerprint(manifest_path: str, rows, near: bool) -> tuple[np.ndarray, np.n
 KILL_AFTER_SHARDS = "FMAE_KILL_AFTER_SHARDS"
 
 
-def _on_node(fn, *args):
-    """Run ``fn(*args)`` in a Ray task and say which node ran it."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id(), fn(*args)
-
-
-def _run_tasks(ray, fn, args: list, desc: str, unit: str, weights: list[int], kill_after: int | None = None,
-               nodes: Counter | None = None, in_flight: int | None = None) -> list:
-    """Run ``fn(*a)`` for each ``a`` as Ray tasks with a throughput/ETA bar; results in ``args`` order.
-
-    At most ``in_flight`` tasks (default: 4 per cluster CPU) are submitted and unfinished at any
-    time, so the object store and the driver hold a bounded number of arguments and results in
-    flight however many tasks there are. ``nodes`` counts the tasks each Ray node ran."""
-    # SPREAD: on a cluster, tasks go round the nodes instead of filling the driver's node first
-    # (the work is I/O on a shared filesystem, so every node's share of the bandwidth counts)
-    # max_retries: a task whose worker process dies (OOM killer, lost node) runs again; shard
-    # writes are idempotent (a .tmp file, renamed when complete), so a retry gives the same bytes
-    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD", max_retries=3)(_on_node)
-    if in_flight is None:
-        in_flight = 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    results: list = [None] * len(args)
-    index: dict = {}
-    pending: list = []
-    submitted = finished = 0
-    with tqdm(total=sum(weights), desc=desc, unit=unit, mininterval=1.0) as bar:
-        while finished < len(args):
-            while submitted < len(args) and len(pending) < in_flight:
-                ref = remote.remote(fn, *args[submitted])
-                index[ref], submitted = submitted, submitted + 1
-                pending.append(ref)
-            done, pending = ray.wait(pending, num_returns=1)
-            i = index.pop(done[0])
-            try:
-                node, results[i] = ray.get(done[0])
-            except ray.exceptions.RayTaskError as err:
-                if isinstance(err.cause, UserError):  # e.g. a full disk: its message, not a remote traceback
-                    raise err.cause from None
-                raise
-            finished += 1
-            if nodes is not None:
-                nodes[node] += 1
-            bar.update(weights[i])
-            if kill_after is not None and finished >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-    return results
-
-
 def _fingerprints(ray, manifest_path: Path, frame: pd.DataFrame, cfg, nodes: Counter):
     """(content group per row, difference hash per row or None, source bytes read): the fingerprint
     tasks over the rows that can have a duplicate.
@@ -144,7 +94,7 @@ def _fingerprints(ray, manifest_path: Path, frame: pd.DataFrame, cfg, nodes: Cou
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     step = min(CHUNK, max(32, -(-len(suspects) // (4 * cpus))))  # >= 4 tasks per CPU for balance
     chunks = [suspects[i:i + step] for i in range(0, len(suspects), step)]
-    prints = _run_tasks(ray, _fingerprint, [(str(manifest_path), c, cfg.near_duplicates) for c in chunks],
+    prints = run_tasks(ray, _fingerprint, [(str(manifest_path), c, cfg.near_duplicates) for c in chunks],
                         "fingerprint", "img", [len(c) for c in chunks], nodes=nodes)
     # exact-duplicate groups: equal digests share an id; every other row is a group of its own
     content = np.arange(len(frame), dtype=np.int64) + len(frame)
@@ -199,7 +149,7 @@ def curate(params: Params, manifest_path: Path = MANIFEST, out: Path = OUT, metr
         _remove_stale(out, {s.name for s in specs})
         clock.lap("plan")
         kill_after = int(os.environ[KILL_AFTER_SHARDS]) if os.environ.get(KILL_AFTER_SHARDS) else None
-        stats = _run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [n for _, n, _ in written],
+        stats = run_tasks(ray, write_shard, [(s,) for s in specs], "curate", "img", [n for _, n, _ in written],
                            kill_after, nodes)
         clock.lap("shards")
     failed = _writer_rejects(stats, plan_path)  # images the shard writers could not use
