@@ -131,6 +131,7 @@ def test_params_fast_overlay_yields_the_fast_configuration():
     assert fast.synth.sources.umdfaces.images == 100 and learn.synth.sources.umdfaces.images == 8000
     assert (fast.synth.au.bp4d.tasks, fast.au.frame_step, learn.synth.au.bp4d.tasks, learn.au.frame_step) == (2, 8, 8, 4)
     assert (fast.pretrain.epochs, fast.pretrain.batch_size, learn.pretrain.epochs, learn.pretrain.batch_size) == (16, 32, 28, 64)
+    assert (fast.pretrain.fsfm.distill, learn.pretrain.fsfm.distill) == (False, True)  # fast: FSFM's region masking alone
     assert (fast.finetune.epochs, fast.finetune.augment, learn.finetune.epochs, learn.finetune.augment) == (4, "paper", 8, "flip")
     assert fast.iat.folds == (1, 2, 3) and learn.iat.folds == learn.finetune.random_folds == fast.finetune.random_folds == (1,)
     assert learn.finetune.folds == (1, 2, 3) and learn.model == fast.model  # the same ViT-Ti at 112 px
