@@ -180,3 +180,18 @@ def test_a_clips_source_that_is_not_there_is_one_line(tmp_path, capsys, monkeypa
     assert main(["clips", "--params", str(PARAMS), "--set", f"clips.root={tmp_path / 'none'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "none: no such folder (a face-video source" in err and len(err.splitlines()) == 1
+
+
+def test_a_clips_detector_that_cannot_run_here_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from pipeline.cli import main
+
+    from .conftest import PARAMS
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "yuface", None)  # as on a Python without the wheel
+    assert main(["clips", "--params", str(PARAMS), "--set", "clips.detector=yunet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "clips.detector = 'yunet': expected a detector that runs here" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "data").exists()

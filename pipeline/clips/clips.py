@@ -29,8 +29,9 @@ import cv2
 import pandas as pd
 
 from .. import paths, provenance, stage_code
-from ..config import ClipsConfig, Params
+from ..config import ClipsConfig, ConfigError, Params
 from ..curate.cluster import ray_session, run_tasks
+from ..faces import detect
 from .layout import Clip, list_clips, read_frames
 
 OUT = paths.CLIPS
@@ -95,6 +96,10 @@ def write_shard(group: list[Clip], cfg: ClipsConfig, folder: str, name: str, fin
 
 def make_clips(params: Params, out: Path = OUT, metrics_path: Path = METRICS) -> dict:
     cfg = params.clips
+    try:  # before any work: a detector that cannot run here is one line, not a traceback from a Ray task
+        detect.describe(cfg.detector)
+    except ValueError as err:
+        raise ConfigError("clips.detector", cfg.detector, f"a detector that runs here ({err})") from None
     listing = list_clips(cfg.root)
     groups = [listing.clips[i:i + cfg.clips_per_shard] for i in range(0, len(listing.clips), cfg.clips_per_shard)]
     names = [f"{PREFIX}-{i:06d}.tar" for i in range(len(groups))]
