@@ -310,7 +310,38 @@ class MAEConfig:
     ``pretrain.${pretrain.method}``): an FSFM switch does not re-run the MAE."""
 
 
-PRETRAIN_METHODS = ("mae", "fsfm")  # each has a section of its own settings, pretrain.<method>
+@dataclass(frozen=True)
+class CLPConfig:
+    """CLP (this project's reconstruction, README): pretraining on the clips stage's windows."""
+
+    epochs: int  # passes over the clip windows (replaces pretrain.epochs: another data set, ~3x the cost per image)
+    near: int  # frames at most this far apart in a window are positives
+    far: int  # frames at least this far apart in a window are its hard negatives
+    margin: float  # of the temporal triplet hinge on unit vectors (squared distances 0-4)
+    au_dim: int  # AU code width
+    id_dim: int  # identity code width
+    hidden: int  # hidden width of the code and decoder MLPs
+    temporal: float  # weight of the temporal margin term (0 = off)
+    same_person: float  # weight of rebuilding a frame from its AU code and its clip's identity code (0 = off)
+    swap: float  # weight of the identity-swap consistency term (0 = off)
+    jitter: float  # per-frame random shift and scale, as a fraction of the side (0 = off)
+    jitter_degrees: float  # per-frame random rotation in degrees (0 = off)
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(1 <= self.near < self.far, "far", self.far, f"an integer > near={self.near} >= 1")
+        check(self.margin > 0, "margin", self.margin, "a number > 0")
+        for key in ("au_dim", "id_dim", "hidden"):
+            check(getattr(self, key) >= 1, key, getattr(self, key), "an integer >= 1")
+        for key in ("temporal", "same_person", "swap"):
+            check(getattr(self, key) >= 0, key, getattr(self, key), "a weight >= 0 (0 switches the term off)")
+        check(0 <= self.jitter < 0.5, "jitter", self.jitter, "a fraction in [0, 0.5)")
+        check(0 <= self.jitter_degrees <= 45, "jitter_degrees", self.jitter_degrees, "degrees in [0, 45]")
+        check(self.temporal + self.same_person + self.swap > 0, "temporal", self.temporal,
+              "a weight > 0 for at least one of temporal, same_person, swap")
+
+
+PRETRAIN_METHODS = ("mae", "fsfm", "clp")  # each has a section of its own settings, pretrain.<method>
 
 
 @dataclass(frozen=True)
@@ -330,13 +361,14 @@ class PretrainConfig(Schedule):
     shuffle_buffer: int  # samples in each loader worker's shuffle buffer
     compile: bool  # torch.compile the model
     log_every: int  # steps between host syncs (loss, lr, throughput to dvclive; NaN check)
-    method: Literal["mae", "fsfm"]  # the pretraining objective (FSFM: region-guided masking + self-distillation)
+    method: Literal["mae", "fsfm", "clp"]  # the objective (FSFM: region-guided masking + self-distillation; CLP: video)
     mae: MAEConfig  # the MAE's own settings (none: it is the shared keys above)
     fsfm: FSFMConfig  # FSFM's two parts, each a switch (used when method is fsfm)
+    clp: CLPConfig  # CLP's terms and schedule (used when method is clp)
 
     def __post_init__(self):
-        check(self.method != "fsfm" or self.augment == "flip", "augment", self.augment,
-              "flip with method fsfm (the region maps follow a flip; FSFM pretrains without crops)")
+        check(self.method not in ("fsfm", "clp") or self.augment == "flip", "augment", self.augment,
+              f"flip with method {self.method} (FSFM's region maps, CLP's windows follow a flip, not a crop)")
         check(self.workers >= 0, "workers", self.workers, "an integer >= 0 (0 = load in the training process)")
         check(self.shuffle_buffer >= 1, "shuffle_buffer", self.shuffle_buffer, "an integer >= 1")
         check(self.log_every >= 1, "log_every", self.log_every, "an integer >= 1")

@@ -11,7 +11,8 @@ SHARD_REGIONS = FACE9M / "regions.json"  # per source: samples, and those with a
 CURATION_METRICS = Path("metrics/curation.json")
 CURATION_SAMPLES = Path("reports/curation_samples.png")
 
-CLIPS = Path("data/clips")  # clips: shards/, index.parquet (windows of face-video clips, for CLP)
+CLIPS = Path("data/clips")  # clips: shards/, sizes.json, index.parquet (windows of face-video clips, for CLP)
+CLIP_SHARDS = CLIPS / "shards"
 CLIPS_METRICS = Path("metrics/clips.json")
 
 PRETRAINED_DIR = Path("models/fmae")  # pretrain: checkpoint-last.pth, fmae.pth, provenance.json

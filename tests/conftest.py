@@ -54,7 +54,14 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_addoption(parser):
     parser.addoption("--mutations", action="store_true",
-                     help="also run the mutation checks of tests/test_learning.py and tests/test_fer.py (a broken pipeline must fail there)")
+                     help="also run the mutation checks of the learning tests (test_learning, test_fer, test_clp_learning): a broken pipeline must fail there")
+
+
+@pytest.fixture
+def mutations(request):
+    """Marks a mutation check: a broken pipeline that must fail a learning test's margin (run with --mutations)."""
+    if not request.config.getoption("--mutations"):
+        pytest.skip("a mutation check (~1-2 minutes each): run with --mutations")
 
 
 def curate_overrides(out: Path, **extra) -> dict:

@@ -53,9 +53,36 @@ def test_fewshot_stage_mistakes_are_one_line_before_any_work(tmp_path, capsys, m
     params.write_text(PARAMS.read_text())
     cases = {("--encoder", "simclr", "--fold", "1"): "--encoder = 'simclr': expected one of random, mae, fsfm",
              ("--encoder", "mae", "--fold", "4"): "--fold = 4",
-             ("--encoder", "mae", "--fold", "1", "--set", "pretrain.method=fsfm"): "fewshot.methods = ['fsfm']: expected methods other than",
+             ("--encoder", "mae", "--fold", "1", "--set", "pretrain.method=fsfm"): "fewshot.methods = ['fsfm', 'clp']: expected methods other than",
              ("--encoder", "fsfm", "--fold", "1"): "index.parquet missing"}
     for args, message in cases.items():
         assert main(["fewshot", "--params", str(params), *args]) == 2, args
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_identity_leakage_names_subjects_of_unseen_sequences_from_features_that_hold_them(params):
+    import pandas as pd
+
+    from pipeline.fewshot.fewshot import identity_leakage
+
+    rng = np.random.default_rng(0)
+    frames = pd.DataFrame([{"subject": s, "sequence": f"T{q}"} for s in SUBJECTS[:8] for q in range(4) for _ in range(10)])
+    codes = rng.normal(size=(8, 16))
+    person = codes[frames.subject.map({s: i for i, s in enumerate(SUBJECTS[:8])}).to_numpy()]
+    noise = rng.normal(size=(len(frames), 16))
+    leaky = identity_leakage(params, frames, torch.tensor(person + 0.3 * noise, dtype=torch.float32))
+    blind = identity_leakage(params, frames, torch.tensor(noise, dtype=torch.float32))
+    assert leaky["subjects"] == 8 and leaky["chance"] == 0.125 and leaky["test_frames"] > 0
+    assert leaky["top1"] > 0.9 and blind["top1"] < 0.3, (leaky, blind)  # the mutation: features without the person
+
+
+def test_the_report_lists_identity_leakage_when_the_runs_measured_it(params):
+    from pipeline.fewshot.fewshot_report import IDENTITY, report
+
+    row = {"subjects": 2, "probe": {"auc": 0.6, "f1": 0.4}, "finetune": {"auc": None, "f1": 0.3}}
+    table = {"random": {"2": row, IDENTITY: {"top1": 0.25, "chance": 0.05}}, "clp": {"2": row, IDENTITY: {"top1": None, "chance": None}}}
+    text = report(table, params)
+    assert "| random | linear probe | 60.0 / 40.0 |" in text and "| random | finetune | - |" in text
+    assert "| random | 25.0 | 5.0 |" in text and "| clp | " not in text.split("Identity leakage")[1]
+    assert "Identity leakage" not in report({"random": {"2": row}}, params)  # runs from before the probe

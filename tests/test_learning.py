@@ -105,12 +105,6 @@ def train_and_score(params, data_dir, monkeypatch, frozen_trunk: bool = False, t
     return auc_per_au(labels.to_numpy(), result["test_probs"])
 
 
-@pytest.fixture
-def mutations(request):
-    if not request.config.getoption("--mutations"):
-        pytest.skip("a mutation check (~1 minute each): run with --mutations")
-
-
 @pytest.mark.slow
 def test_mutation_label_columns_rotated_in_prepare(world, monkeypatch, mutations):
     from pipeline.au import prepare as stage

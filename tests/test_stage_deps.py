@@ -103,7 +103,8 @@ def test_each_pretraining_stage_tracks_every_shared_key_and_its_own_method_secti
 
     fields = {f.name for f in dataclasses.fields(PretrainConfig)}
     assert set(PRETRAIN_METHODS) <= fields, "every method has a section of its own settings"
-    shared = {f"pretrain.{k}" for k in fields - set(PRETRAIN_METHODS) - {"method"}} | {"model.name", "model.img_size"}
+    shared = {f"pretrain.{k}" for k in fields - set(PRETRAIN_METHODS) - {"method"}} | {"model.name", "model.img_size",
+                                                                                      "clips.length"}  # CLP's window
     for stage, own in (("pretrain", {"pretrain.method", "pretrain.${pretrain.method}"}),
                        ("pretrain_compare", {"pretrain.${item.method}"})):
         entries = DVC[stage]["params"]

@@ -5,6 +5,7 @@ Outputs under ``data/clips/``::
     shards/clips-000000.tar      per window: <key>.f00.jpg ... <key>.f<T-1>.jpg, <key>.json (identity, video, clip,
                                  first frame, boxes); the key is <identity>_<video>_<clip>_<first frame>
     shards/clips-000000.json     the shard's plan fingerprint and its rows (a finished shard of the same plan is kept)
+    sizes.json                   windows per shard (what the pretraining loader reads, as curation's)
     index.parquet                one row per window: key, shard, identity, identity_index, video, clip, start
     provenance.json
     metrics/clips.json           clips, clips in which no window fits (and why), windows, identities, ignored paths
@@ -116,6 +117,8 @@ def make_clips(params: Params, out: Path = OUT, metrics_path: Path = METRICS) ->
     people = sorted(index.identity.unique())
     index.insert(3, "identity_index", index.identity.map({p: i for i, p in enumerate(people)}).astype("int32"))
     index.to_parquet(out / "index.parquet", index=False)
+    sizes = {name: int((index.shard == name).sum()) for name in names}
+    (out / "sizes.json").write_text(json.dumps({n: k for n, k in sizes.items() if k}, indent=1, sort_keys=True) + "\n")
     empty = {k: why for result in results for k, why in result["empty"].items()}
     metrics = {"clips": len(listing.clips), "windows": len(index), "identities": len(people),
                "clips_without_window": len(empty), "without_window": empty, "ignored_paths": listing.ignored,

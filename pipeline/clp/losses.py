@@ -46,6 +46,11 @@ def temporal_margin_loss(z: torch.Tensor, near: int = 1, far: int = 3, margin: f
     return hinge[:, valid].mean()
 
 
+def standardize(f: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each feature dimension to zero mean and unit variance over the batch (dim 0)."""
+    return (f - f.mean(0)) / (f.std(0) + eps)
+
+
 class CrossIdentity(nn.Module):
     """The AU and identity codes of a feature and the decoder that puts a feature back together."""
 
@@ -65,7 +70,7 @@ class CrossIdentity(nn.Module):
         a, _ = self(f)
         _, c_same = self(other_frame)
         _, c_other = self(other_person)
-        same = F.mse_loss(self.decode(torch.cat([a, c_same], -1)), f)
+        same = F.mse_loss(self.decode(torch.cat([a, c_same], -1)), standardize(f).detach())
         a_back, c_back = self(self.decode(torch.cat([a, c_other], -1)))
         swap = F.mse_loss(a_back, a.detach()) + F.mse_loss(c_back, c_other.detach())
         return {"same_person": same, "swap": swap}

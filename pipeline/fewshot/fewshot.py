@@ -11,7 +11,10 @@ nested subject sets for every encoder, :mod:`.budgets`):
 - a short finetune through the AU stage's own loop (``finetune``'s recipe with
   ``fewshot.finetune_epochs`` epochs, the ``validation`` protocol), labelling only those subjects;
 
-both scored once on the fold's test subjects (AUC, and F1 at the validation-chosen threshold).
+both scored once on the fold's test subjects (AUC, and F1 at the validation-chosen threshold). Before
+any of that, the identity the frozen encoder leaks: evaluate's strong linear probe (its settings,
+``evaluate.strong_probe``) naming the subject of frames from sequences it did not train on, over every
+subject of the fold (a person-independent pretraining should leak less than the MAE's).
 Writes ``models/fewshot/<encoder>/fold<k>/metrics.json``; ``fewshot_report`` gathers them.
 """
 
@@ -33,7 +36,7 @@ from ..au.labels import au_columns
 from ..au.metrics import auc_per_au, f1_per_au, mean_auc
 from ..au.train import Run, build_model, finetune
 from ..config import ConfigError, MissingInput, Params
-from ..evaluate.linear_probes import extract
+from ..evaluate.linear_probes import extract, sequence_split, strong_probe
 from ..training.backbone import load_backbone
 from ..training.transforms import eval_transform
 from .au_probe import au_linear_probe
@@ -78,6 +81,21 @@ def _check(params: Params, encoder: str | None, fold: int | None, data: Path) ->
     return init
 
 
+def identity_leakage(params: Params, frames: pd.DataFrame, feats: torch.Tensor) -> dict:
+    """Top-1 of the strong linear probe naming the subject of frames of unseen sequences (``feats``: one row
+    per row of ``frames``, in order)."""
+    ev, seed = params.evaluate, params.fewshot.seed
+    frames = frames.reset_index(drop=True)
+    split = sequence_split(frames, ev.probe_train_frames, ev.probe_test_frames, seed)
+    s = ev.strong_probe
+    tr, te = split.train.index.to_numpy(), split.test.index.to_numpy()
+    probe = strong_probe(feats[tr], split.train.subject.to_numpy(), feats[te], split.test.subject.to_numpy(), s.lrs,
+                         s.epochs, s.batch_size, s.val_fraction, seed)
+    n = split.train.subject.nunique()
+    return {"top1": round(probe["top1"], 4), "lr": probe["lr"], "subjects": n, "chance": round(1 / n, 4),
+            "train_frames": len(tr), "test_frames": len(te), "skipped_subjects": list(split.skipped)}
+
+
 def _scores(labels, probs, threshold: float) -> dict:
     auc = mean_auc(auc_per_au(labels, probs))
     return {"auc": None if auc != auc else float(auc), "f1": float(f1_per_au(labels, probs, threshold).mean())}
@@ -108,6 +126,9 @@ def run(params: Params, encoder: str | None = None, fold: int | None = None, dat
     x = {"train": feats[:n_train], "val": feats[n_train:n_train + n_val], "test": feats[n_train + n_val:]}
     y = {k: parts[k][cols].to_numpy() for k in x}
     feature_seconds = time.perf_counter() - start
+    tick = time.perf_counter()
+    identity = identity_leakage(params, frames, feats) | {"seconds": round(time.perf_counter() - tick, 1)}
+    log.info("fewshot %s fold %d: identity probe top-1 %.3f (chance %.3f)", encoder, fold, identity["top1"], identity["chance"])
 
     # the short finetunes: finetune's recipe and loop, fewer epochs
     recipe = dataclasses.replace(f, init=str(init or f.init), epochs=cfg.finetune_epochs,
@@ -135,6 +156,7 @@ def run(params: Params, encoder: str | None = None, fold: int | None = None, dat
     out = out_root / encoder / f"fold{fold}"
     out.mkdir(parents=True, exist_ok=True)
     record = {"encoder": encoder, "init": str(init) if init else "random", "fold": fold, "budgets": results,
+              "identity_probe": identity,
               "validation_subjects": sorted(parts["val"].subject.unique()), "test_subjects": sorted(parts["test"].subject.unique())}
     (out / "metrics.json").write_text(json.dumps(record, indent=1) + "\n")
     provenance.write(out / "provenance.json", f"fewshot@{encoder}-{fold}", params.to_dict(), CODE)

@@ -22,6 +22,7 @@ METRICS = paths.FEWSHOT_METRICS
 PLOT = paths.FEWSHOT_PLOT
 REPORT = paths.FEWSHOT_REPORT
 HOWS = ("probe", "finetune")
+IDENTITY = "identity_probe"  # beside the budgets in each encoder's entry
 
 
 def _mean(values: list) -> float | None:
@@ -30,7 +31,8 @@ def _mean(values: list) -> float | None:
 
 
 def gather(params: Params, root: Path = DATA) -> dict:
-    """``{encoder: {budget: {"subjects": mean count, "probe": {auc, f1}, "finetune": {auc, f1}}}}``, fold means."""
+    """``{encoder: {budget: {"subjects": mean count, "probe": {auc, f1}, "finetune": {auc, f1}}, IDENTITY: {top1,
+    chance}}}``, fold means."""
     out: dict = {}
     for encoder in params.fewshot.encoders:
         runs = []
@@ -38,12 +40,19 @@ def gather(params: Params, root: Path = DATA) -> dict:
             path = root / encoder / f"fold{fold}" / "metrics.json"
             if not path.is_file():
                 raise MissingInput(f"{path} missing: run `dvc repro fewshot@{encoder}-{fold}` first")
-            runs.append(json.loads(path.read_text())["budgets"])
+            runs.append(json.loads(path.read_text()))
+        budgets = runs[0]["budgets"]
         out[encoder] = {
-            budget: {"subjects": _mean([len(r[budget]["subjects"]) for r in runs]),
-                     **{how: {m: _mean([r[budget][how][m] for r in runs]) for m in ("auc", "f1")} for how in HOWS}}
-            for budget in runs[0]}
+            budget: {"subjects": _mean([len(r["budgets"][budget]["subjects"]) for r in runs]),
+                     **{how: {m: _mean([r["budgets"][budget][how][m] for r in runs]) for m in ("auc", "f1")} for how in HOWS}}
+            for budget in budgets}
+        out[encoder][IDENTITY] = {m: _mean([r["identity_probe"][m] for r in runs]) for m in ("top1", "chance")}
     return out
+
+
+def budget_rows(rows: dict) -> dict:
+    """An encoder's entry without its identity probe: budget -> scores."""
+    return {b: v for b, v in rows.items() if b != IDENTITY}
 
 
 def plot(table: dict, path: Path) -> None:
@@ -55,6 +64,7 @@ def plot(table: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for k, (encoder, rows) in enumerate(table.items()):
+        rows = budget_rows(rows)
         xs = [rows[b]["subjects"] for b in rows]
         for how, style in zip(HOWS, ("--", "-")):
             ys = [rows[b][how]["auc"] for b in rows]
@@ -62,7 +72,7 @@ def plot(table: dict, path: Path) -> None:
                     label=f"{encoder} ({'linear probe' if how == 'probe' else 'finetune'})")
     ax.axhline(50, color="grey", lw=0.8, ls=":")
     ax.set_xscale("log")
-    first = next(iter(table.values()))  # ticks at the budgets themselves, not at powers of ten
+    first = budget_rows(next(iter(table.values())))  # ticks at the budgets themselves, not at powers of ten
     ax.set_xticks([first[b]["subjects"] for b in first],
                   [f"all ({first[b]['subjects']:g})" if b == ALL else f"{first[b]['subjects']:g}" for b in first])
     ax.xaxis.set_minor_locator(NullLocator())
@@ -78,8 +88,9 @@ def plot(table: dict, path: Path) -> None:
 
 
 def report(table: dict, params: Params) -> str:
-    budgets = list(next(iter(table.values())))
-    head = " | ".join(f"{b if b != ALL else 'all'} ({next(iter(table.values()))[b]['subjects']:g})" for b in budgets)
+    first = budget_rows(next(iter(table.values())))
+    budgets = list(first)
+    head = " | ".join(f"{b if b != ALL else 'all'} ({first[b]['subjects']:g})" for b in budgets)
     lines = ["# Few-shot AU detection (BP4D)", "",
              f"Test AUC / F1 (%) on each fold's unseen test subjects, mean over folds {list(params.fewshot.folds)}, by "
              "labelled training subjects (budget, and the mean count). Probe: a linear probe on the frozen encoder; "
@@ -92,6 +103,13 @@ def report(table: dict, params: Params) -> str:
             cells = " | ".join("-" if rows[b][how]["auc"] is None else
                                f"{100 * rows[b][how]['auc']:.1f} / {100 * rows[b][how]['f1']:.1f}" for b in budgets)
             lines.append(f"| {encoder} | {'linear probe' if how == 'probe' else 'finetune'} | {cells} |")
+    leak = {e: rows[IDENTITY] for e, rows in table.items() if rows.get(IDENTITY, {}).get("top1") is not None}
+    if leak:
+        lines += ["", "Identity leakage of each frozen encoder before any finetuning: top-1 (%) of a linear probe "
+                  "(evaluate's strong probe) naming the subject of frames from sequences it did not train on, every "
+                  "subject of the fold; lower is more person-independent.", "",
+                  "| Encoder | Identity top-1 | Chance |", "|---|---|---|"]
+        lines += [f"| {e} | {100 * v['top1']:.1f} | {100 * v['chance']:.1f} |" for e, v in leak.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,8 @@
 Augmentation is FMAE's (resize to the model's input + horizontal flip); ``rrc`` adds MAE's
 RandomResizedCrop(scale 0.2-1) instead of the plain resize. Images stay uint8 until the device.
 FSFM's batches (:class:`FSFMSample`) also carry each image's masking noise and drawn facial region,
-made in the loader workers from the sample's region map (flipped with the image).
+made in the loader workers from the sample's region map (flipped with the image); CLP's
+(:class:`pipeline.clp.data.WindowSample`) are windows of consecutive face crops from the clips stage.
 """
 
 from __future__ import annotations
@@ -100,11 +101,12 @@ def steps_per_epoch(shards: ShardSet, batch_size: int, world_size: int) -> int:
 
 def epoch_loader(shards: ShardSet, *, epoch: int, seed: int, batch_size: int, image_size: int, workers: int,
                  shuffle_buffer: int, augment: str, steps: int, pin_memory: bool = False,
-                 fsfm: FSFMSample | None = None) -> wds.WebLoader:
-    """Exactly ``steps`` batches of ``batch_size`` uint8 images for this process and ``epoch`` (with
-    ``fsfm``: batches of (images, noise, regions) made by it)."""
+                 sample=None) -> wds.WebLoader:
+    """Exactly ``steps`` batches of ``batch_size`` uint8 images for this process and ``epoch``; with
+    ``sample`` (a method's mapper of one shard sample to a tuple of tensors, e.g. :class:`FSFMSample`):
+    batches of its tuples, each part stacked."""
     per_worker = math.ceil(steps / max(1, workers))
-    stages = [wds.map(fsfm), wds.batched(batch_size, collation_fn=_stack_parts, partial=False)] if fsfm else [
+    stages = [wds.map(sample), wds.batched(batch_size, collation_fn=_stack_parts, partial=False)] if sample else [
         wds.map(_jpg), wds.map(FaceAugment(image_size, augment, seed, epoch)),
         wds.batched(batch_size, collation_fn=_stack, partial=False)]
     pipeline = wds.DataPipeline(

@@ -5,6 +5,7 @@ metrics in its ``metrics.json``).
 
 Single process: ``fmae pretrain`` (what ``dvc repro`` runs). N GPUs on M nodes:
 ``torchrun --nnodes M --nproc-per-node N [--rdzv-endpoint host:port] -m pipeline pretrain``.
+CLP (``pretrain.method: clp``) reads the ``clips`` stage's windows (``data/clips``) instead of the images.
 Outputs: ``models/fmae/checkpoint-last.pth`` (resumable container), ``models/fmae/fmae.pth``
 (final weights, released-format keys), ``models/fmae/provenance.json``, dvclive logs in
 ``dvclive/pretrain/`` (loss, lr, images/s, data-wait fraction, MFU on GPUs, reconstruction
@@ -20,7 +21,7 @@ import os
 from pathlib import Path
 
 from .. import paths, provenance, stage_code
-from ..config import PRETRAIN_METHODS, ConfigError, Params, PretrainConfig, UserError
+from ..config import PRETRAIN_METHODS, ConfigError, MissingInput, Params, PretrainConfig, UserError
 from ..data.shards import read_shard_set
 from .train import pretrain
 
@@ -45,6 +46,21 @@ def check_regions(cfg: PretrainConfig, counts_path: Path) -> None:
                             "the folder of its maps (README: region maps) and re-curate, or set pretrain.fsfm.masking: random")
 
 
+def clip_windows(params: Params, cfg: PretrainConfig, clips: Path = paths.CLIPS):
+    """CLP's shards and people, checked against the settings: one line for what does not fit."""
+    from ..clp.data import identity_indices
+
+    length = params.clips.length
+    if cfg.clp.far >= length:
+        raise ConfigError("pretrain.clp.far", cfg.clp.far, f"an integer < clips.length = {length} (a window needs negatives)")
+    if cfg.batch_size // length < 2:
+        raise ConfigError("pretrain.batch_size", cfg.batch_size, f"at least 2 windows of clips.length = {length} frames "
+                          f"with method clp (>= {2 * length}): the cross-identity term pairs windows of two people")
+    if not (clips / "sizes.json").is_file():
+        raise MissingInput(f"{clips / 'sizes.json'} missing: run `dvc repro clips` first (CLP pretrains on its windows)")
+    return read_shard_set(clips / "shards", clips / "sizes.json"), identity_indices(clips / "index.parquet")
+
+
 def run(params: Params, shards_dir: Path = SHARDS, out: Path = OUT, live_dir: Path = LIVE,
         metrics_path: Path = METRICS, stop_after: int | None = None, method: str | None = None) -> dict:
     cfg = params.pretrain
@@ -59,7 +75,7 @@ def run(params: Params, shards_dir: Path = SHARDS, out: Path = OUT, live_dir: Pa
     check_regions(cfg, shards_dir.parent / paths.SHARD_REGIONS.name)
     record = params.to_dict()
     record["pretrain"]["method"] = cfg.method  # what ran (pretrain_compare: not params.yaml's pretrain.method)
-    shards = read_shard_set(shards_dir)
+    shards, identities = clip_windows(params, cfg) if cfg.method == "clp" else (read_shard_set(shards_dir), None)
     is_main = int(os.environ.get("RANK", "0")) == 0
     live = None
     if is_main:
@@ -69,7 +85,7 @@ def run(params: Params, shards_dir: Path = SHARDS, out: Path = OUT, live_dir: Pa
         live = Live(str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None)
         live.log_params({"model": params.model.name, **record["pretrain"]})
     try:
-        summary = pretrain(params, shards, out, live, stop_after=stop_after, cfg=cfg)
+        summary = pretrain(params, shards, out, live, stop_after=stop_after, cfg=cfg, identities=identities)
     finally:
         if live is not None:
             live.end()
