@@ -43,8 +43,8 @@ summary:
 	@echo "  reports/au.md             the paper's tables with this run's numbers; plots/evaluate/ its figures"
 	@echo "  data/raw/                 the synthetic world (reports/synth_aus.png: AUs x identities)"
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+test: $(STAMP)  # two workers, one module each at a time (the `dvc repro` module ~12 minutes on one, the rest on the other)
+	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 test-fast: $(STAMP)  # the unit tests only (a few minutes): what to run while editing
 	$(BIN)/python -m pytest -m "not slow"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import PARAMS_FILE, ConfigError, UserError, load_params
+from .config import PARAMS_FILE, PRETRAIN_METHODS, ConfigError, UserError, load_params
 
 DATASETS = ("bp4d", "bp4dplus", "disfa")
 FER_DATASETS = ("rafdb", "affectnet", "custom")
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--model", choices=("pretrained", "fmae", "iat", "random"), required=True,
                              help="pretrained: finetune.init before finetuning; a variant: its models of evaluate.probe_folds")
         if name == "pretrain":
-            sub.add_argument("--method", choices=("mae", "fsfm"),
+            sub.add_argument("--method", choices=PRETRAIN_METHODS,
                              help="pretrain with this method instead of pretrain.method, into models/compare/<method>/ "
                                   "(the pretrain_compare stages)")
         if name == "fewshot":

@@ -11,6 +11,12 @@ from pipeline.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("FMAE_CPU_BF16", "0")  # the tests' numbers (margins, tolerances) are fp32's on every CPU
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: two workers on two cores, one thread each (in every child too):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # two torch pools of 2 threads on 2 cores spin against each other
+        os.environ[_var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 PARAMS = ROOT / "tests" / "params.yaml"  # the tests' base params, independent of the shipped params.yaml
 
 # A world small enough to build in a few seconds, with every flaw kind and every quirk.
@@ -47,6 +53,9 @@ SLOW_TIMEOUT_S = 1200  # per slow test (a stage run, DVC, a training run); the o
 
 
 def pytest_collection_modifyitems(config, items):
+    # the `dvc repro` module first: under `make test`'s two workers (one module per worker at a time) the
+    # longest module starts at once instead of last, and the other worker takes every other module
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/test_dvc.py"))  # stable: otherwise file order
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))

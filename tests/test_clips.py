@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -166,6 +168,13 @@ def test_a_repeated_clips_run_keeps_its_shards_and_a_changed_setting_rewrites_th
     again = make_clips(params, base / "clips", base / "again.json")
     assert again["shards_reused"] == again["shards"] == len(shards) and again["windows"] == first["windows"]
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in shards} == before
+    # a fresh checkout (a queued DVC experiment): the same videos with new times are cut again into the same bytes,
+    # and the shards folder holds the shards alone, so the pretraining that depends on it stays cached
+    for video in Path(params.clips.root).rglob("*.mp4"):
+        os.utime(video, (video.stat().st_atime + 60, video.stat().st_mtime + 60))
+    touched = make_clips(params, base / "clips", base / "touched.json")
+    assert touched["shards_reused"] == 0 and {p.name: p.read_bytes() for p in shards} == {n: b for n, (b, _) in before.items()}
+    assert sorted(p.name for p in (base / "clips" / "shards").iterdir()) == [p.name for p in shards]
     longer = load_params(PARAMS, {**TINY, "clips.root": params.clips.root, "ray.num_cpus": 2, "clips.length": 6})
     changed = make_clips(longer, base / "clips", base / "changed.json")
     assert changed["shards_reused"] == 0 and changed["windows"] < first["windows"]

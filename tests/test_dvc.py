@@ -71,7 +71,8 @@ def test_repro_twice_second_run_reruns_only_scan(reproduced, project):
     first = reproduced[1]
     for stage in ("synthesize", "scan", "curate", "clips", "pretrain", "prepare@bp4d", "finetune@bp4d-1",
                   "finetune_fmae@bp4d-2", "finetune_random@bp4d-1", "evaluate", "prepare_fer@rafdb", "finetune_fer@affectnet", "evaluate_fer",
-                  "pretrain_compare@fsfm", "fewshot@random-1", "fewshot@mae-1", "fewshot@fsfm-1", "fewshot_report"):
+                  "pretrain_compare@fsfm", "pretrain_compare@clp", "fewshot@random-1", "fewshot@mae-1", "fewshot@fsfm-1",
+                  "fewshot@clp-1", "fewshot_report"):
         assert f"Running stage '{stage}'" in first
     assert (project / "data/raw/truth/world.json").is_file() and (project / "reports/synth_aus.png").is_file()
     assert list((project / "data/face9m/shards").glob("face9m-*.tar"))
@@ -110,7 +111,10 @@ def test_repro_twice_second_run_reruns_only_scan(reproduced, project):
     assert "| Method | AU1 |" in (project / "reports/au.md").read_text()
     assert "rafdb.accuracy" in metrics and "affectnet.majority_accuracy" in metrics
     assert "bp4d.fsfm.all.finetune.auc" in metrics and "bp4d.random.1.probe.f1" in metrics
-    assert "| fsfm | linear probe |" in (project / "reports/fewshot.md").read_text()
+    assert "bp4d.clp.all.probe.auc" in metrics and "bp4d.clp.identity_probe.top1" in metrics
+    fewshot = (project / "reports/fewshot.md").read_text()
+    assert "| fsfm | linear probe |" in fewshot and "| clp | linear probe |" in fewshot and "| mae | " in fewshot.split("Identity leakage")[1]
+    assert (project / "models/compare/clp/fmae.pth").is_file() and json.loads((project / "models/compare/clp/metrics.json").read_text())["pretrain"]["loss_temporal"] >= 0
     assert (project / "models/compare/fsfm/fmae.pth").is_file() and (project / "plots/fewshot/auc_by_subjects.png").is_file()
     regions = json.loads((project / "data/face9m/regions.json").read_text())
     assert regions and all(n["regions"] == n["samples"] > 0 for n in regions.values()), regions
@@ -147,8 +151,8 @@ def test_experiments_rerun_only_what_their_params_reach_and_compare(project):
     out = _run([dvc, "exp", "run", "-S", "iat.lambda=1.0", "-S", "pretrain.fsfm.distill=false"], project)
     for stage in ("finetune@bp4d-1", "probe@bp4d-iat", "evaluate", "pretrain_compare@fsfm", "fewshot@fsfm-1", "fewshot_report"):
         assert f"Running stage '{stage}'" in out, stage
-    for cached in ("curate", "pretrain", "prepare@bp4d", "finetune_fmae@bp4d-1", "finetune_random@bp4d-1",
-                   "finetune_fer@rafdb", "evaluate_fer"):  # pretrain.fsfm is FSFM's own section: the MAE stays
+    for cached in ("curate", "pretrain", "pretrain_compare@clp", "prepare@bp4d", "finetune_fmae@bp4d-1", "finetune_random@bp4d-1",
+                   "finetune_fer@rafdb", "evaluate_fer"):  # pretrain.fsfm is FSFM's own section: the MAE and CLP stay
         assert f"Running stage '{cached}'" not in out, cached
     _run([dvc, "queue", "start", "-j", "1"], project)
     deadline = time.monotonic() + 900

@@ -4,7 +4,9 @@ Outputs under ``data/clips/``::
 
     shards/clips-000000.tar      per window: <key>.f00.jpg ... <key>.f<T-1>.jpg, <key>.json (identity, video, clip,
                                  first frame, boxes); the key is <identity>_<video>_<clip>_<first frame>
-    shards/clips-000000.json     the shard's plan fingerprint and its rows (a finished shard of the same plan is kept)
+    done/clips-000000.json       the shard's plan fingerprint and its rows (a finished shard of the same plan is kept);
+                                 apart from the shards, so that a pretraining that reads them does not depend on the
+                                 source files' times the fingerprint holds
     sizes.json                   windows per shard (what the pretraining loader reads, as curation's)
     index.parquet                one row per window: key, shard, identity, identity_index, video, clip, start
     provenance.json
@@ -53,8 +55,8 @@ def _stat(path: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), max(int(p.stat().st_mtime) for p in files)
 
 
-def write_shard(group: list[Clip], cfg: ClipsConfig, folder: str, name: str, fingerprint: str) -> dict:
-    """Cut one group's windows into ``folder/name`` -> its rows and the clips without a window."""
+def write_shard(group: list[Clip], cfg: ClipsConfig, folder: str, name: str, fingerprint: str, done: str) -> dict:
+    """Cut one group's windows into ``folder/name`` (its record into ``done``) -> its rows and the clips without a window."""
     import torch
     import webdataset as wds
 
@@ -62,7 +64,7 @@ def write_shard(group: list[Clip], cfg: ClipsConfig, folder: str, name: str, fin
     from .tracks import clip_windows
 
     torch.set_num_threads(1)
-    sidecar = Path(folder) / name.replace(".tar", ".json")
+    sidecar = Path(done) / name.replace(".tar", ".json")
     if sidecar.is_file() and (Path(folder) / name).is_file():
         done = json.loads(sidecar.read_text())
         if done.get("fingerprint") == fingerprint:
@@ -104,12 +106,13 @@ def make_clips(params: Params, out: Path = OUT, metrics_path: Path = METRICS) ->
     listing = list_clips(cfg.root)
     groups = [listing.clips[i:i + cfg.clips_per_shard] for i in range(0, len(listing.clips), cfg.clips_per_shard)]
     names = [f"{PREFIX}-{i:06d}.tar" for i in range(len(groups))]
-    shards = out / "shards"
-    shards.mkdir(parents=True, exist_ok=True)
-    for stale in shards.iterdir():  # shards of an earlier, longer listing
-        if stale.name.removesuffix(".json").removesuffix(".tar") + ".tar" not in names:
-            stale.unlink()
-    args = [(g, cfg, str(shards), n, _fingerprint(g, cfg)) for g, n in zip(groups, names)]
+    shards, done = out / "shards", out / "done"
+    for folder in (shards, done):
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.iterdir():  # shards of an earlier, longer listing
+            if stale.name.removesuffix(".json").removesuffix(".tar") + ".tar" not in names:
+                stale.unlink()
+    args = [(g, cfg, str(shards), n, _fingerprint(g, cfg), str(done)) for g, n in zip(groups, names)]
     with ray_session(params.ray) as ray:
         results = run_tasks(ray, write_shard, args, "clips", "clip", [len(g) for g in groups])
     rows = [r for result in results for r in result["rows"]]
