@@ -49,8 +49,8 @@ test: $(STAMP)  # two workers, one module each at a time (the `dvc repro` module
 test-fast: $(STAMP)  # the unit tests only (a few minutes): what to run while editing
 	$(BIN)/python -m pytest -m "not slow"
 
-test-mutations: $(STAMP)  # the end-to-end learning tests (AU, FER) against three broken pipelines (~8 minutes)
-	$(BIN)/python -m pytest --mutations tests/test_learning.py tests/test_fer.py -k "mutation or unseen or majority"
+test-mutations: $(STAMP)  # the end-to-end learning tests (AU, FER, CLP) against four broken pipelines (~12 minutes)
+	$(BIN)/python -m pytest --mutations tests/test_learning.py tests/test_fer.py tests/test_clp_learning.py -k "mutation or unseen or majority"
 
 
 clean-demo:

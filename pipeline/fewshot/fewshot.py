@@ -88,7 +88,7 @@ def identity_leakage(params: Params, frames: pd.DataFrame, feats: torch.Tensor) 
     frames = frames.reset_index(drop=True)
     split = sequence_split(frames, ev.probe_train_frames, ev.probe_test_frames, seed)
     s = ev.strong_probe
-    tr, te = split.train.index.to_numpy(), split.test.index.to_numpy()
+    tr, te = split.train.index.to_numpy().copy(), split.test.index.to_numpy().copy()  # writable: torch indexes with them
     probe = strong_probe(feats[tr], split.train.subject.to_numpy(), feats[te], split.test.subject.to_numpy(), s.lrs,
                          s.epochs, s.batch_size, s.val_fraction, seed)
     n = split.train.subject.nunique()
