@@ -12,7 +12,6 @@ CURATION_METRICS = Path("metrics/curation.json")
 CURATION_SAMPLES = Path("reports/curation_samples.png")
 
 CLIPS = Path("data/clips")  # clips: shards/, sizes.json, index.parquet (windows of face-video clips, for CLP)
-CLIP_SHARDS = CLIPS / "shards"
 CLIPS_METRICS = Path("metrics/clips.json")
 
 PRETRAINED_DIR = Path("models/fmae")  # pretrain: checkpoint-last.pth, fmae.pth, provenance.json

@@ -47,7 +47,7 @@ class Meter:
 
     loss: torch.Tensor
     trivial: torch.Tensor  # the per-patch-mean baseline on the same batches and masks
-    terms: dict = field(default_factory=dict)  # FSFM: each loss term's device-side sum (rec, rec_region, sim)
+    terms: dict = field(default_factory=dict)  # FSFM, CLP: each loss term's device-side sum (rec, rec_region, sim; temporal, ...)
     steps: int = 0
     images: int = 0
     wait: float = 0.0
@@ -129,7 +129,9 @@ def pretrain(params: Params, shards: ShardSet, out_dir: Path, live=None, stop_af
 
     net: torch.nn.Module = trainee
     if ctx.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(trainee, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(  # CLP: a term switched off (or a one-person batch) leaves
+            trainee, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,  # its heads without gradient
+            find_unused_parameters=cfg.method == "clp")
     if cfg.compile:
         net = torch.compile(net)
 
@@ -205,14 +207,14 @@ def _sampler(cfg: PretrainConfig, model: MaskedAutoencoder, epoch: int, window: 
 
 
 def _step(cfg: PretrainConfig, net: torch.nn.Module, model: MaskedAutoencoder, inputs, device: torch.device):
-    """One micro-batch forward -> (loss, {term: value}, trivial baseline, images seen)."""
+    """One micro-batch forward -> (loss, {term: value}, trivial baseline (a tensor or a number), images seen)."""
     if cfg.method == "clp":  # windows [N, T, 3, H, W] and their people
         frames, people = inputs
         n, t = frames.shape[:2]
         x = normalize(frames.flatten(0, 1), device).view(n, t, *frames.shape[2:])
         with autocast(device):
             loss, terms, _ = net(x, people.to(device))
-        return loss, terms, torch.tensor(cfg.clp.margin, device=device), n * t  # the temporal term of collapsed codes
+        return loss, terms, cfg.clp.margin, n * t  # the temporal term of collapsed codes (a number: no copy a step)
     if cfg.method == "fsfm":
         x = normalize(inputs[0], device)
         noise, region = (t.to(device, non_blocking=True) for t in inputs[1:])
